@@ -1,0 +1,109 @@
+// Time for the engine. The connection reads "now" and sleeps through an engine_timer, which
+// runs either on the real steady clock or on a virtual_clock that tests advance by hand, so
+// every timeout is testable in microseconds and nothing sleeps.
+#pragma once
+
+#include <chrono>
+#include <map>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+namespace smbdirect {
+
+using time_point = std::chrono::steady_clock::time_point;
+
+/// A manually advanced clock. Not thread-safe: use it from one thread (tests).
+class virtual_clock {
+ public:
+  time_point now() const noexcept { return now_; }
+
+  /// Earliest pending deadline, or time_point::max() when nothing waits.
+  time_point next_deadline() const noexcept { return waiters_.empty() ? time_point::max() : waiters_.begin()->first; }
+
+  /// Moves time to `t` (never backwards) and wakes every timer due by then.
+  void advance_to(time_point t) {
+    if (t > now_) now_ = t;
+    while (!waiters_.empty() && waiters_.begin()->first <= now_) {
+      auto node = waiters_.extract(waiters_.begin());
+      node.mapped()->fire();
+    }
+  }
+  void advance(std::chrono::steady_clock::duration d) { advance_to(now_ + d); }
+
+  /// Jumps to the next deadline; false if no timer is pending.
+  bool advance_to_next() {
+    if (waiters_.empty()) return false;
+    advance_to(waiters_.begin()->first);
+    return true;
+  }
+
+  std::size_t pending() const noexcept { return waiters_.size(); }
+
+ private:
+  friend class engine_timer;
+  struct waiter {
+    virtual void fire() = 0;
+  };
+  using map = std::multimap<time_point, waiter*>;
+  map::iterator add(time_point t, waiter* w) { return waiters_.emplace(t, w); }
+  void remove(map::iterator it) { waiters_.erase(it); }
+
+  time_point now_{std::chrono::hours(1)};  // not 0, so "now - interval" stays positive
+  map waiters_;
+};
+
+/// One-shot sleeper for the engine: wait_until() returns true when the deadline was reached
+/// and false when cancel() interrupted it. With a virtual_clock it sleeps on that clock.
+class engine_timer : private virtual_clock::waiter {
+ public:
+  engine_timer(asio::any_io_executor ex, virtual_clock* clock)
+      : clock_(clock), timer_(std::move(ex)) {}
+  engine_timer(const engine_timer&) = delete;
+  engine_timer& operator=(const engine_timer&) = delete;
+  ~engine_timer() { unregister(); }
+
+  time_point now() const noexcept { return clock_ ? clock_->now() : std::chrono::steady_clock::now(); }
+
+  asio::awaitable<bool> wait_until(time_point deadline) {
+    fired_ = false;
+    if (clock_) {
+      if (deadline <= clock_->now()) co_return true;
+      if (deadline != time_point::max()) {  // "forever" is not a deadline to jump to
+        entry_ = clock_->add(deadline, this);
+        registered_ = true;
+      }
+      timer_.expires_at(time_point::max());
+    } else {
+      timer_.expires_at(deadline);
+    }
+    std::error_code ec;
+    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    unregister();
+    co_return clock_ ? fired_ : !ec;
+  }
+
+  void cancel() { timer_.cancel(); }
+
+ private:
+  void fire() override {
+    registered_ = false;
+    fired_ = true;
+    timer_.cancel();
+  }
+  void unregister() {
+    if (registered_) clock_->remove(entry_);
+    registered_ = false;
+  }
+
+  virtual_clock* clock_;
+  asio::steady_timer timer_;
+  virtual_clock::map::iterator entry_{};
+  bool registered_ = false;
+  bool fired_ = false;
+};
+
+}  // namespace smbdirect

@@ -1,0 +1,222 @@
+// smbdirect::connection: one SMB Direct connection ([MS-SMBD]) over any transport.
+//
+// Every asynchronous operation accepts any Asio completion token (a callback,
+// asio::use_awaitable, asio::experimental::deferred, ...). Completion signatures:
+//   async_connect / async_accept / async_close   void(std::error_code)
+//   async_send / async_receive / async_rdma_*    void(std::error_code, std::size_t bytes)
+//
+// Threading: a connection and its transport run on the transport's executor. Start
+// operations from that executor (or through a strand that wraps it); handlers run there too.
+// Destroying the connection terminates it (errc::connection_closed); operations in flight
+// complete with that error.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <span>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <asio/async_result.hpp>
+#include <asio/buffer.hpp>
+#include <asio/co_spawn.hpp>
+
+#include "smbdirect/clock.hpp"
+#include "smbdirect/detail/engine.hpp"
+#include "smbdirect/error.hpp"
+#include "smbdirect/parameters.hpp"
+#include "smbdirect/statistics.hpp"
+#include "smbdirect/transport.hpp"
+#include "smbdirect/wire/buffer_descriptor.hpp"
+
+namespace smbdirect {
+
+/// A buffer registered for the peer's RDMA access. Send `descriptor` to the peer (e.g. inside an
+/// SMB2 READ/WRITE request); it grants exactly `rights`. [MS-SMBD] 3.1.4.3
+struct registration {
+  wire::buffer_descriptor_v1 descriptor;
+  access rights = access::none;
+  memory_region region;
+};
+
+namespace detail {
+
+// Runs an engine coroutine for a public operation, whatever the completion token. An
+// exception escaping the engine (only std::bad_alloc can) is reported as internal_error.
+template <class Token, class Engine, class Op>
+auto launch_sized(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) {
+  return asio::async_initiate<Token, void(std::error_code, std::size_t)>(
+      [](auto handler, std::shared_ptr<Engine> e, Op op) {
+        auto ex = e->get_executor();
+        asio::co_spawn(ex, op(std::move(e)),
+                       [h = std::move(handler)](std::exception_ptr thrown, std::pair<std::error_code, std::size_t> r) mutable {
+                         if (thrown) r = {make_error_code(errc::internal_error), 0};
+                         std::move(h)(r.first, r.second);
+                       });
+      },
+      token, engine, std::move(operation));
+}
+
+template <class Token, class Engine, class Op>
+auto launch(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) {
+  return asio::async_initiate<Token, void(std::error_code)>(
+      [](auto handler, std::shared_ptr<Engine> e, Op op) {
+        auto ex = e->get_executor();
+        asio::co_spawn(ex, op(std::move(e)), [h = std::move(handler)](std::exception_ptr thrown, std::error_code ec) mutable {
+          if (thrown) ec = make_error_code(errc::internal_error);
+          std::move(h)(ec);
+        });
+      },
+      token, engine, std::move(operation));
+}
+
+template <class Buffers, class Buffer>
+std::vector<Buffer> to_vector(const Buffers& buffers) {
+  std::vector<Buffer> v;
+  for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers); ++it) v.emplace_back(*it);
+  return v;
+}
+
+}  // namespace detail
+
+template <transport Transport>
+class connection {
+  using engine_type = detail::engine<Transport>;
+
+ public:
+  using executor_type = asio::any_io_executor;
+
+  /// Takes a transport that is already connected at the RDMA level (queue pair ready).
+  /// `clock`: nullptr for real time, or a virtual_clock that the caller advances (tests).
+  explicit connection(Transport t, parameters p = {}, virtual_clock* clock = nullptr)
+      : engine_(std::make_shared<engine_type>(std::move(t), p, clock)) {}
+
+  connection(connection&&) noexcept = default;
+  connection& operator=(connection&&) noexcept = default;
+  ~connection() {
+    if (engine_) engine_->terminate(errc::connection_closed);
+  }
+
+  executor_type get_executor() const { return engine_->get_executor(); }
+
+  /// Active role: sends the Negotiate Request and validates the response ([MS-SMBD] 3.1.5.2,
+  /// 3.1.5.7), within parameters::negotiate_timeout. Errors: invalid_argument (bad
+  /// parameters), already_connected, negotiate_timeout, any 3.1.5.7 check, transport errors.
+  template <class Token>
+  auto async_connect(Token&& token) {
+    return detail::launch(engine_, std::forward<Token>(token),
+                          [](std::shared_ptr<engine_type> e) -> asio::awaitable<std::error_code> {
+                            co_return co_await e->negotiate(role::active);
+                          });
+  }
+
+  /// Passive role: awaits the Negotiate Request and answers it ([MS-SMBD] 3.1.5.6, 3.1.5.3).
+  /// A request whose versions exclude 0x0100 is answered with STATUS_NOT_SUPPORTED and fails
+  /// with unsupported_version. Errors as async_connect, with 3.1.5.6's checks.
+  template <class Token>
+  auto async_accept(Token&& token) {
+    return detail::launch(engine_, std::forward<Token>(token),
+                          [](std::shared_ptr<engine_type> e) -> asio::awaitable<std::error_code> {
+                            co_return co_await e->negotiate(role::passive);
+                          });
+  }
+
+  /// Sends one upper-layer message made of `buffers` (a ConstBufferSequence, 0 bytes to
+  /// MaxFragmentedSendSize), fragmented to MaxSendSize ([MS-SMBD] 3.1.4.2, 3.1.5.4). The
+  /// bytes are read in place: keep them valid until completion. Completes once every fragment
+  /// has been sent. Errors: message_too_large (the connection stays up), not_connected, or the
+  /// connection's terminal error.
+  template <class ConstBufferSequence, class Token>
+  auto async_send(const ConstBufferSequence& buffers, Token&& token) {
+    auto pieces = detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers);
+    return detail::launch_sized(engine_, std::forward<Token>(token),
+                                [pieces = std::move(pieces)](std::shared_ptr<engine_type> e) mutable
+                                -> asio::awaitable<std::pair<std::error_code, std::size_t>> {
+                                  co_return co_await e->send(std::move(pieces));
+                                });
+  }
+
+  /// Receives the next whole upper-layer message into `message`, replacing its contents (its
+  /// old storage is recycled for later messages; `message` must outlive the operation).
+  /// One receive at a time. Errors: not_connected, operation_in_progress, or the terminal
+  /// error once every message received before it was delivered.
+  template <class Token>
+  auto async_receive(std::vector<std::byte>& message, Token&& token) {
+    return detail::launch_sized(engine_, std::forward<Token>(token),
+                                [&message](std::shared_ptr<engine_type> e) -> asio::awaitable<std::pair<std::error_code, std::size_t>> {
+                                  co_return co_await e->receive(message);
+                                });
+  }
+
+  /// Registers `buffer` for the peer's RDMA access with exactly `rights` ([MS-SMBD] 3.1.4.3).
+  /// The memory must stay valid until deregister_buffer(). Errors: invalid_argument (empty,
+  /// > 4 GiB - 1, or no rights), not_connected, transport registration errors.
+  std::pair<std::error_code, registration> register_buffer(asio::mutable_buffer buffer, access rights) {
+    auto [ec, mr] = engine_->register_memory(buffer, rights);
+    if (ec) return {ec, {}};
+    return {ec, registration{{mr.address, mr.token, mr.length}, rights, mr}};
+  }
+
+  /// Revokes the registration: later peer access fails with remote_access_error ([MS-SMBD]
+  /// 3.1.4.4). Errors: invalid_token (not registered, or already invalidated, e.g. by the
+  /// peer's Send with Invalidate or a disconnect).
+  std::error_code deregister_buffer(const registration& r) { return engine_->deregister_memory(r.region); }
+
+  /// RDMA-writes `buffers` (a ConstBufferSequence) into the peer's memory described by
+  /// `remote`, starting `remote_offset` bytes into it ([MS-SMBD] 3.1.4.5). Errors:
+  /// rdma_too_large (above MaxReadWriteSize or the descriptors; the connection stays up),
+  /// remote_access_error (bad token, bounds or rights; the connection ends), terminal errors.
+  template <class ConstBufferSequence, class Token>
+  auto async_rdma_write(const ConstBufferSequence& buffers, std::span<const wire::buffer_descriptor_v1> remote,
+                        Token&& token, std::uint64_t remote_offset = 0) {
+    auto local = detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers);
+    std::vector<wire::buffer_descriptor_v1> r(remote.begin(), remote.end());
+    return detail::launch_sized(engine_, std::forward<Token>(token),
+                                [local = std::move(local), r = std::move(r), remote_offset](std::shared_ptr<engine_type> e) mutable
+                                -> asio::awaitable<std::pair<std::error_code, std::size_t>> {
+                                  co_return co_await e->rdma(std::move(local), std::move(r), remote_offset);
+                                });
+  }
+
+  /// RDMA-reads from the peer's memory described by `remote` into `buffers` (a
+  /// MutableBufferSequence) ([MS-SMBD] 3.1.4.6). Errors as async_rdma_write.
+  template <class MutableBufferSequence, class Token>
+  auto async_rdma_read(const MutableBufferSequence& buffers, std::span<const wire::buffer_descriptor_v1> remote,
+                       Token&& token, std::uint64_t remote_offset = 0) {
+    auto local = detail::to_vector<MutableBufferSequence, asio::mutable_buffer>(buffers);
+    std::vector<wire::buffer_descriptor_v1> r(remote.begin(), remote.end());
+    return detail::launch_sized(engine_, std::forward<Token>(token),
+                                [local = std::move(local), r = std::move(r), remote_offset](std::shared_ptr<engine_type> e) mutable
+                                -> asio::awaitable<std::pair<std::error_code, std::size_t>> {
+                                  co_return co_await e->rdma(std::move(local), std::move(r), remote_offset);
+                                });
+  }
+
+  /// Lets the message being sent and every posted send complete, then disconnects (SMB
+  /// Direct has no close message; the peer sees peer_disconnected). Pending receives end with
+  /// connection_closed. Errors: the terminal error if the connection had already failed.
+  template <class Token>
+  auto async_close(Token&& token) {
+    return detail::launch(engine_, std::forward<Token>(token),
+                          [](std::shared_ptr<engine_type> e) -> asio::awaitable<std::error_code> { co_return co_await e->close(); });
+  }
+
+  /// Counters; valid at any time.
+  const statistics& stats() const noexcept { return engine_->stats(); }
+  /// The values negotiation settled (zeros before it). [MS-SMBD] 3.1.4.7
+  const negotiated_parameters& negotiated() const noexcept { return engine_->negotiated(); }
+  /// Why the connection ended; empty while it is usable.
+  std::error_code error() const noexcept { return engine_->error(); }
+  bool is_connected() const noexcept { return engine_->connected(); }
+  /// Current credit state, for diagnostics and tests.
+  const protocol::credit_ledger& credits() const noexcept { return engine_->credits(); }
+  /// The transport, e.g. for its info() or, in tests, its fault counters.
+  Transport& next_layer() noexcept { return engine_->transport(); }
+
+ private:
+  std::shared_ptr<engine_type> engine_;
+};
+
+}  // namespace smbdirect

@@ -1,0 +1,676 @@
+// The connection engine: composes the pure protocol units (negotiation, credit_ledger,
+// fragmenter, reassembler, keepalive) over a transport with three coroutines:
+//   completion loop  - drains the completion queue: negotiation, received messages, send and
+//                      RDMA completions;
+//   control sender   - sends empty messages (credit grants, keepalives, keepalive replies)
+//                      when no upper-layer message is going out to carry them;
+//   timer loop       - negotiation timer, idle/keepalive timer, credit grant timer.
+// Upper-layer operations (send, receive, RDMA) are coroutines too. Everything runs on the
+// transport's executor; the engine is not thread-safe by itself (see docs/design.md).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <array>
+#include <span>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+#include <asio/buffer.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+
+#include "smbdirect/clock.hpp"
+#include "smbdirect/detail/async_event.hpp"
+#include "smbdirect/error.hpp"
+#include "smbdirect/parameters.hpp"
+#include "smbdirect/protocol/credit_ledger.hpp"
+#include "smbdirect/protocol/fragmenter.hpp"
+#include "smbdirect/protocol/keepalive.hpp"
+#include "smbdirect/protocol/negotiation.hpp"
+#include "smbdirect/protocol/reassembler.hpp"
+#include "smbdirect/statistics.hpp"
+#include "smbdirect/transport.hpp"
+#include "smbdirect/wire/buffer_descriptor.hpp"
+#include "smbdirect/wire/data_transfer.hpp"
+#include "smbdirect/wire/negotiate.hpp"
+
+namespace smbdirect {
+
+/// Which side of negotiation a connection plays. [MS-SMBD] 3.1.1.1 Role
+enum class role { active, passive };
+
+namespace detail {
+
+/// Bytes of the pre-negotiation receive: at least 512 ([MS-SMBD] 3.1.4.1, 3.1.7.2).
+inline constexpr std::uint32_t negotiate_receive_size = 512;
+
+/// Work request ids: the low two bits say what the id points at.
+enum class wr_kind : std::uint64_t { receive = 0, send = 1, rdma = 2 };
+constexpr std::uint64_t make_wr_id(wr_kind k, std::uint64_t v) noexcept { return (v << 2) | static_cast<std::uint64_t>(k); }
+constexpr wr_kind kind_of(std::uint64_t wr_id) noexcept { return static_cast<wr_kind>(wr_id & 3); }
+constexpr std::uint64_t value_of(std::uint64_t wr_id) noexcept { return wr_id >> 2; }
+
+/// Work requests posted by one upper-layer operation, awaited together.
+struct pending_op {
+  explicit pending_op(asio::any_io_executor ex) : done(std::move(ex)) {}
+  std::size_t outstanding = 0;
+  std::error_code error;  // first work completion error
+  async_event done;
+};
+
+template <class Transport>
+class engine : public std::enable_shared_from_this<engine<Transport>> {
+ public:
+  enum class phase { idle, negotiating, connected, closed };
+
+  engine(Transport t, parameters p, virtual_clock* clock)
+      : transport_(std::move(t)),
+        params_(p),
+        executor_(transport_.get_executor()),
+        timer_(executor_, clock),
+        send_event_(executor_),
+        receive_event_(executor_),
+        control_event_(executor_),
+        phase_event_(executor_) {}
+
+  ~engine() { transport_.disconnect(); }
+
+  // ---------------------------------------------------------------- negotiation
+
+  /// Runs negotiation in `r`'s role; completes when connected or failed.
+  asio::awaitable<std::error_code> negotiate(role r) {
+    if (phase_ != phase::idle) co_return terminal_ ? terminal_ : make_error_code(errc::already_connected);
+    if (auto ec = protocol::validate(params_)) co_return ec;
+    role_ = r;
+    phase_ = phase::negotiating;
+    negotiate_deadline_ = timer_.now() + params_.negotiate_timeout;
+    allocate_buffers();
+    start_background();
+    // One receive of >= 512 bytes for the first message (3.1.4.1, 3.1.7.2).
+    if (auto ec = post_receive_slot(take_receive_slot(), receive_slot_size_)) {
+      terminate(ec);
+    } else if (r == role::active) {
+      auto req = protocol::make_negotiate_request(params_);
+      send_slot& slot = *take_send_slot();
+      (void)wire::encode(req, slot.header);
+      post_control(slot, wire::negotiate_request::size);
+    }
+    while (phase_ == phase::negotiating) co_await phase_event_.wait();
+    co_return phase_ == phase::connected ? std::error_code{} : terminal_;
+  }
+
+  // ---------------------------------------------------------------- send
+
+  /// Sends one upper-layer message gathered from `pieces` (3.1.4.2, 3.1.5.4): fragments go
+  /// out back to back, never interleaved with another message. Completes when every
+  /// fragment's send has completed, so the caller's buffers may then be reused.
+  asio::awaitable<std::pair<std::error_code, std::size_t>> send(std::vector<asio::const_buffer> pieces) {
+    if (auto ec = usable()) co_return fail(ec);
+    const std::size_t total = asio::buffer_size(pieces);
+    if (auto ec = protocol::fragmenter::check(total, negotiated_.max_send_size, negotiated_.max_fragmented_send_size))
+      co_return fail(ec);
+    if (auto ec = co_await lock_send()) co_return fail(ec);
+    pending_op op(executor_);
+    const protocol::fragmenter fragments(static_cast<std::uint32_t>(total), negotiated_.max_send_size);
+    std::error_code ec;
+    for (std::uint32_t i = 0; i < fragments.count() && !ec; ++i) {
+      send_slot* slot = nullptr;
+      ec = co_await acquire_send(true, slot);
+      if (!ec) ec = post_fragment(*slot, fragments.at(i), pieces, op);
+    }
+    unlock_send();
+    while (op.outstanding > 0) co_await op.done.wait();
+    if (!ec) ec = op.error;
+    if (ec) co_return fail(terminal_ ? terminal_ : ec);
+    ++stats_.messages_sent;
+    stats_.bytes_sent += total;
+    co_return std::pair{std::error_code{}, total};
+  }
+
+  // ---------------------------------------------------------------- receive
+
+  /// Delivers the next reassembled message into `out` (its old storage is recycled).
+  /// Messages that arrived before a termination are still delivered, then the error.
+  asio::awaitable<std::pair<std::error_code, std::size_t>> receive(std::vector<std::byte>& out) {
+    if (phase_ == phase::idle || phase_ == phase::negotiating) co_return fail(errc::not_connected);
+    if (receiving_) co_return fail(errc::operation_in_progress);
+    receiving_ = true;
+    while (ready_.empty() && !terminal_) co_await receive_event_.wait();
+    receiving_ = false;
+    if (ready_.empty()) co_return fail(terminal_);
+    out.swap(ready_.front());
+    ready_.front().clear();
+    spare_.push_back(std::move(ready_.front()));
+    ready_.pop_front();
+    co_return std::pair{std::error_code{}, out.size()};
+  }
+
+  // ---------------------------------------------------------------- memory and RDMA
+
+  std::pair<std::error_code, memory_region> register_memory(asio::mutable_buffer region, access rights) {
+    if (auto ec = usable()) return {ec, {}};
+    if (rights == access::none || region.size() == 0 || region.size() > 0xffffffffu) return {errc::invalid_argument, {}};
+    return transport_.register_memory(region, rights);
+  }
+
+  std::error_code deregister_memory(const memory_region& mr) { return transport_.deregister_memory(mr); }
+
+  /// RDMA write (Buffer = const_buffer) or read (Buffer = mutable_buffer) of the local pieces
+  /// against the peer's descriptors, in order, starting `remote_offset` bytes into the
+  /// descriptor array (3.1.4.5, 3.1.4.6).
+  template <class Buffer>
+  asio::awaitable<std::pair<std::error_code, std::size_t>> rdma(std::vector<Buffer> local,
+                                                                std::vector<wire::buffer_descriptor_v1> remote,
+                                                                std::uint64_t remote_offset) {
+    constexpr bool write = std::is_same_v<Buffer, asio::const_buffer>;
+    if (auto ec = usable()) co_return fail(ec);
+    const std::size_t total = asio::buffer_size(local);
+    std::uint64_t available = 0;
+    for (const auto& d : remote) available += d.length;
+    if (total > negotiated_.max_read_write_size || remote_offset > available || total > available - remote_offset)
+      co_return fail(errc::rdma_too_large);
+    pending_op op(executor_);
+    const std::uint64_t wr = make_wr_id(wr_kind::rdma, reinterpret_cast<std::uintptr_t>(&op) >> 2);
+    std::error_code ec;
+    // One work request per overlap of a local piece and a descriptor: no copies.
+    std::size_t piece = 0, piece_pos = 0, desc = 0;
+    std::uint64_t desc_pos = remote_offset;
+    for (std::size_t done = 0; done < total && !ec;) {
+      while (local[piece].size() == piece_pos) ++piece, piece_pos = 0;
+      while (remote[desc].length == desc_pos) ++desc, desc_pos = 0;
+      const std::size_t n = std::min<std::uint64_t>(local[piece].size() - piece_pos, remote[desc].length - desc_pos);
+      const Buffer part = asio::buffer(local[piece] + piece_pos, n);
+      const std::uint64_t address = remote[desc].offset + desc_pos;
+      if constexpr (write) {
+        ec = transport_.post_rdma_write(wr, std::span(&part, 1), address, remote[desc].token);
+      } else {
+        ec = transport_.post_rdma_read(wr, std::span(&part, 1), address, remote[desc].token);
+      }
+      if (!ec) ++op.outstanding;
+      piece_pos += n, desc_pos += n, done += n;
+    }
+    if (ec) terminate(ec);
+    while (op.outstanding > 0) co_await op.done.wait();
+    if (!ec) ec = op.error;
+    if (ec) co_return fail(terminal_ ? terminal_ : ec);
+    (write ? stats_.rdma_writes : stats_.rdma_reads) += 1;
+    (write ? stats_.rdma_bytes_written : stats_.rdma_bytes_read) += total;
+    co_return std::pair{std::error_code{}, total};
+  }
+
+  // ---------------------------------------------------------------- close
+
+  /// Waits for the message being sent and every posted send to complete, then disconnects.
+  asio::awaitable<std::error_code> close() {
+    if (phase_ == phase::idle) {
+      phase_ = phase::closed;
+      terminal_ = errc::connection_closed;
+      co_return std::error_code{};
+    }
+    if (terminal_) co_return terminal_ == errc::connection_closed ? std::error_code{} : terminal_;
+    if (auto ec = co_await lock_send()) co_return ec;
+    while (free_send_slots_.size() != send_slots_.size() && !terminal_) co_await send_event_.wait();
+    unlock_send();
+    if (terminal_) co_return terminal_;
+    terminate(errc::connection_closed);
+    co_return std::error_code{};
+  }
+
+  /// Ends the connection with `ec` (the first error wins): disconnects the transport, which
+  /// flushes all work; every waiter wakes and reports `ec`.
+  void terminate(std::error_code ec) {
+    if (terminal_) return;
+    terminal_ = ec;
+    if (ec != errc::connection_closed) ++stats_.errors;
+    phase_ = phase::closed;
+    transport_.disconnect();
+    send_event_.notify();
+    receive_event_.notify();
+    control_event_.notify();
+    phase_event_.notify();
+    timer_.cancel();
+  }
+
+  const statistics& stats() const noexcept { return stats_; }
+  const negotiated_parameters& negotiated() const noexcept { return negotiated_; }
+  const parameters& params() const noexcept { return params_; }
+  std::error_code error() const noexcept { return terminal_; }
+  bool connected() const noexcept { return phase_ == phase::connected; }
+  Transport& transport() noexcept { return transport_; }
+  const protocol::credit_ledger& credits() const noexcept { return ledger_; }
+  asio::any_io_executor get_executor() const { return executor_; }
+
+ private:
+  struct send_slot {
+    std::array<std::byte, wire::negotiate_response::size> header{};  // 32 >= 24
+    std::vector<std::byte> bounce;  // payload copy when a fragment spans too many pieces
+    pending_op* op = nullptr;       // upper-layer send it belongs to, if any
+    std::error_code then_terminate;  // terminate with this once the send completes
+  };
+
+  std::pair<std::error_code, std::size_t> fail(std::error_code ec) {
+    ++stats_.errors;
+    return {ec, 0};
+  }
+
+  std::error_code usable() const {
+    if (terminal_) return terminal_;
+    if (phase_ != phase::connected) return errc::not_connected;
+    return {};
+  }
+
+  void allocate_buffers() {
+    receive_slot_size_ = std::max(params_.max_receive_size, negotiate_receive_size);
+    receive_buffers_.resize(std::size_t{receive_slot_size_} * params_.receive_credit_max);
+    for (std::uint16_t i = params_.receive_credit_max; i-- > 0;) free_receive_slots_.push_back(i);
+    // Outstanding sends: the credit target plus the grants/keepalives that may trail them.
+    send_slots_.resize(std::size_t{params_.send_credit_target} + 2);
+    for (std::size_t i = send_slots_.size(); i-- > 0;) free_send_slots_.push_back(static_cast<std::uint32_t>(i));
+  }
+
+  void start_background() {
+    auto self = this->shared_from_this();
+    asio::co_spawn(executor_, [self]() { return self->completion_loop(); }, asio::detached);
+    asio::co_spawn(executor_, [self]() { return self->timer_loop(); }, asio::detached);
+    asio::co_spawn(executor_, [self]() { return self->control_sender(); }, asio::detached);
+  }
+
+  std::uint16_t take_receive_slot() {
+    const std::uint16_t s = free_receive_slots_.back();
+    free_receive_slots_.pop_back();
+    return s;
+  }
+
+  std::error_code post_receive_slot(std::uint16_t slot, std::uint32_t size) {
+    auto buf = std::span(receive_buffers_).subspan(std::size_t{slot} * receive_slot_size_, size);
+    if (auto ec = transport_.post_receive(make_wr_id(wr_kind::receive, slot), buf)) {
+      free_receive_slots_.push_back(slot);
+      return ec;
+    }
+    return {};
+  }
+
+  /// Posts receives toward the target, plus one extra where 3.1.5.9 (b) demands it.
+  void replenish_receives(bool sending_message) {
+    auto post_one = [&] {
+      if (free_receive_slots_.empty()) return false;
+      if (auto ec = post_receive_slot(take_receive_slot(), negotiated_.max_receive_size)) {
+        terminate(ec);
+        return false;
+      }
+      ledger_.on_posted();
+      return true;
+    };
+    for (auto n = ledger_.receives_wanted(); n > 0 && !terminal_; --n)
+      if (!post_one()) break;
+    if (!terminal_ && ledger_.needs_extra_receive(sending_message)) post_one();
+  }
+
+  send_slot* take_send_slot() {
+    const std::uint32_t i = free_send_slots_.back();
+    free_send_slots_.pop_back();
+    return &send_slots_[i];
+  }
+
+  std::uint32_t index_of(const send_slot& s) const { return static_cast<std::uint32_t>(&s - send_slots_.data()); }
+
+  void release_send_slot(send_slot& s) {
+    s.op = nullptr;
+    s.then_terminate = {};
+    free_send_slots_.push_back(index_of(s));
+    send_event_.notify();
+  }
+
+  /// Posts a negotiate message from `slot` (outside the credit scheme).
+  void post_control(send_slot& slot, std::size_t size) {
+    const asio::const_buffer gather(slot.header.data(), size);
+    if (auto ec = transport_.post_send(make_wr_id(wr_kind::send, index_of(slot)), std::span(&gather, 1), 0)) {
+      release_send_slot(slot);
+      terminate(ec);
+    }
+  }
+
+  asio::awaitable<std::error_code> lock_send() {
+    while (send_locked_ && !terminal_) co_await send_event_.wait();
+    if (terminal_) co_return terminal_;
+    send_locked_ = true;
+    co_return std::error_code{};
+  }
+
+  void unlock_send() {
+    send_locked_ = false;
+    send_event_.notify();
+  }
+
+  /// Waits for a free send slot and a usable send credit (3.1.5.1 steps 1-3). While the
+  /// peer leaves us without a usable credit, the credit grant timer runs.
+  asio::awaitable<std::error_code> acquire_send(bool sending_message, send_slot*& slot) {
+    for (;;) {
+      if (terminal_) co_return terminal_;
+      if (!free_send_slots_.empty()) {
+        replenish_receives(sending_message);
+        if (terminal_) co_return terminal_;
+        if (ledger_.can_send()) {
+          credit_wait_since_.reset();
+          slot = take_send_slot();
+          co_return std::error_code{};
+        }
+        if (!credit_wait_since_) {
+          credit_wait_since_ = timer_.now();
+          timer_.cancel();  // the timer loop re-arms with this earlier deadline
+        }
+      }
+      co_await send_event_.wait();
+    }
+  }
+
+  /// Fills the header for the next message: credits (3.1.5.1 steps 4-6) and flags.
+  wire::data_transfer_header next_header() {
+    wire::data_transfer_header h;
+    h.credits_requested = ledger_.send_credit_target();
+    h.credits_granted = ledger_.on_send();
+    if (keepalive_.take_response_requested(timer_.now())) {
+      h.flags = wire::smb_direct_response_requested;
+      ++stats_.keepalives_sent;
+    }
+    response_due_ = false;  // any message answers the peer's RESPONSE_REQUESTED
+    stats_.credits_granted += h.credits_granted;
+    return h;
+  }
+
+  std::error_code post_fragment(send_slot& slot, const protocol::fragment& f,
+                                const std::vector<asio::const_buffer>& pieces, pending_op& op) {
+    wire::data_transfer_header h = next_header();
+    h.remaining_data_length = f.remaining;
+    h.data_length = f.length;
+    h.data_offset = f.length ? static_cast<std::uint32_t>(wire::data_transfer_header::payload_offset) : 0;
+    (void)wire::encode(h, slot.header);
+    // Gather: the header, then the caller's bytes in place (zero copy) when they fit in the
+    // SGE limit, else one copy into the slot's bounce buffer.
+    std::array<asio::const_buffer, max_send_sge> gather;
+    std::size_t n = 0;
+    gather[n++] = asio::const_buffer(slot.header.data(), wire::header_size_for(f.length));
+    std::size_t skip = f.offset, want = f.length;
+    for (const auto& p : pieces) {
+      if (want == 0) break;
+      if (skip >= p.size()) {
+        skip -= p.size();
+        continue;
+      }
+      const std::size_t take = std::min(p.size() - skip, want);
+      if (n == gather.size()) {
+        n = 0;  // too many pieces: fall back to the bounce buffer below
+        break;
+      }
+      gather[n++] = asio::const_buffer(static_cast<const std::byte*>(p.data()) + skip, take);
+      want -= take;
+      skip = 0;
+    }
+    if (n == 0) {
+      slot.bounce.resize(f.length);
+      asio::buffer_copy(asio::buffer(slot.bounce), pieces_range(pieces, f.offset, f.length));
+      gather[0] = asio::const_buffer(slot.header.data(), wire::header_size_for(f.length));
+      gather[1] = asio::buffer(slot.bounce);
+      n = 2;
+    }
+    slot.op = &op;
+    if (auto ec = transport_.post_send(make_wr_id(wr_kind::send, index_of(slot)), std::span(gather.data(), n), 0)) {
+      release_send_slot(slot);
+      terminate(ec);
+      return ec;
+    }
+    ++op.outstanding;
+    ++stats_.fragments_sent;
+    return {};
+  }
+
+  /// The byte range [offset, offset + length) of the pieces, as a buffer sequence.
+  static std::vector<asio::const_buffer> pieces_range(const std::vector<asio::const_buffer>& pieces, std::size_t offset,
+                                                      std::size_t length) {
+    std::vector<asio::const_buffer> out;
+    for (const auto& p : pieces) {
+      if (length == 0) break;
+      if (offset >= p.size()) {
+        offset -= p.size();
+        continue;
+      }
+      const std::size_t take = std::min(p.size() - offset, length);
+      out.emplace_back(static_cast<const std::byte*>(p.data()) + offset, take);
+      length -= take;
+      offset = 0;
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- background coroutines
+
+  asio::awaitable<void> completion_loop() {
+    std::array<work_completion, 32> batch;
+    for (;;) {
+      const std::size_t n = co_await transport_.poll(batch);
+      if (n == 0) break;  // disconnected and drained
+      for (std::size_t i = 0; i < n; ++i) on_completion(batch[i]);
+    }
+    if (!terminal_) terminate(errc::peer_disconnected);
+  }
+
+  void on_completion(const work_completion& wc) {
+    switch (kind_of(wc.wr_id)) {
+      case wr_kind::receive: return on_receive_completion(wc);
+      case wr_kind::send: return on_send_completion(wc);
+      case wr_kind::rdma: return on_rdma_completion(wc);
+    }
+  }
+
+  /// A failed work completion ends the connection. A flush we did not cause means the peer
+  /// went away (there is no close message in SMB Direct).
+  void on_work_error(const std::error_code& status) {
+    if (terminal_) return;
+    terminate(status == errc::work_request_flushed ? make_error_code(errc::peer_disconnected) : status);
+  }
+
+  void on_send_completion(const work_completion& wc) {
+    send_slot& slot = send_slots_[value_of(wc.wr_id)];
+    pending_op* op = slot.op;
+    const std::error_code then = slot.then_terminate;
+    release_send_slot(slot);
+    if (op) {
+      if (wc.status && !op->error) op->error = wc.status;
+      --op->outstanding;
+      op->done.notify();
+    }
+    if (wc.status) on_work_error(wc.status);
+    if (then) terminate(then);
+  }
+
+  void on_rdma_completion(const work_completion& wc) {
+    auto* op = reinterpret_cast<pending_op*>(static_cast<std::uintptr_t>(value_of(wc.wr_id) << 2));
+    if (wc.status && !op->error) op->error = wc.status;
+    --op->outstanding;
+    op->done.notify();
+    if (wc.status) on_work_error(wc.status);
+  }
+
+  void on_receive_completion(const work_completion& wc) {
+    const auto slot = static_cast<std::uint16_t>(value_of(wc.wr_id));
+    free_receive_slots_.push_back(slot);
+    if (wc.status) return on_work_error(wc.status);
+    if (terminal_) return;
+    const auto bytes = std::span<const std::byte>(receive_buffers_).subspan(std::size_t{slot} * receive_slot_size_, wc.byte_len);
+    if (phase_ == phase::negotiating) {
+      role_ == role::passive ? on_negotiate_request(bytes) : on_negotiate_response(bytes);
+      return;
+    }
+    on_data_transfer(bytes);
+  }
+
+  /// [MS-SMBD] 3.1.5.6 and 3.1.5.3.
+  void on_negotiate_request(std::span<const std::byte> bytes) {
+    const auto d = protocol::on_negotiate_request(params_, bytes);
+    if (d.error) {
+      if (!d.send_failure_response) return terminate(d.error);
+      // Answer STATUS_NOT_SUPPORTED, then end the connection once that send completes.
+      send_slot& slot = *take_send_slot();
+      (void)wire::encode(protocol::make_failure_response(wire::status_not_supported), slot.header);
+      slot.then_terminate = d.error;
+      post_control(slot, wire::negotiate_response::size);
+      phase_ = phase::closed;  // accept nothing more
+      return;
+    }
+    negotiated_ = d.negotiated;
+    ledger_ = protocol::credit_ledger(negotiated_.receive_credit_max, negotiated_.receive_credit_target,
+                                      negotiated_.send_credit_target, 0);
+    replenish_receives(false);
+    if (terminal_) return;
+    ledger_.on_negotiate_grant(ledger_.posted());
+    stats_.credits_granted += ledger_.posted();
+    send_slot& slot = *take_send_slot();
+    (void)wire::encode(protocol::make_negotiate_response(negotiated_, ledger_.posted()), slot.header);
+    post_control(slot, wire::negotiate_response::size);
+    if (!terminal_) become_connected();
+  }
+
+  /// [MS-SMBD] 3.1.5.7.
+  void on_negotiate_response(std::span<const std::byte> bytes) {
+    const auto d = protocol::on_negotiate_response(params_, bytes);
+    if (d.error) return terminate(d.error);
+    negotiated_ = d.negotiated;
+    stats_.credits_received += negotiated_.initial_send_credits;
+    ledger_ = protocol::credit_ledger(negotiated_.receive_credit_max, negotiated_.receive_credit_target,
+                                      negotiated_.send_credit_target, negotiated_.initial_send_credits);
+    replenish_receives(false);
+    if (terminal_) return;
+    if (ledger_.posted() == 0) return terminate(errc::internal_error);
+    become_connected();
+    control_event_.notify();  // grant the receives just posted
+  }
+
+  void become_connected() {
+    reassembler_ = protocol::reassembler(negotiated_.max_fragmented_recv_size);
+    keepalive_ = protocol::keepalive(params_.keepalive_interval, params_.keepalive_timeout, timer_.now());
+    phase_ = phase::connected;
+    phase_event_.notify();
+    timer_.cancel();  // from the negotiation timer to the idle timer
+  }
+
+  /// [MS-SMBD] 3.1.5.5 and 3.1.5.8.
+  void on_data_transfer(std::span<const std::byte> bytes) {
+    if (phase_ != phase::connected) return;
+    keepalive_.on_receive(timer_.now());
+    wire::data_transfer_message m;
+    if (auto ec = wire::decode(bytes, m)) return terminate(ec);
+    const auto& h = m.header;
+    if (auto ec = ledger_.on_message_received(h.credits_requested, h.credits_granted)) return terminate(ec);
+    stats_.credits_received += h.credits_granted;
+    if (h.flags & wire::smb_direct_response_requested) {
+      response_due_ = true;
+      ++stats_.keepalives_received;
+    }
+    if (h.data_length == 0) ++stats_.empty_messages_received;
+    else ++stats_.fragments_received;
+    if (spare_.empty()) spare_.emplace_back();
+    bool complete = false;
+    if (auto ec = reassembler_.on_fragment(h, m.payload, spare_.back(), complete)) return terminate(ec);
+    if (complete) {
+      ready_.push_back(std::move(spare_.back()));
+      spare_.pop_back();
+      ++stats_.messages_received;
+      stats_.bytes_received += ready_.back().size();
+      receive_event_.notify();
+    }
+    replenish_receives(false);
+    if (response_due_ || ledger_.grant_due()) control_event_.notify();
+    if (h.credits_granted > 0) send_event_.notify();
+  }
+
+  /// Sends empty messages when something must go out and no upper-layer message carries it:
+  /// the reply to RESPONSE_REQUESTED, our keepalive, or credits the peer is running out of.
+  asio::awaitable<void> control_sender() {
+    auto needed = [this] {
+      return phase_ == phase::connected &&
+             (response_due_ || keepalive_.current() == protocol::keepalive::state::pending || ledger_.grant_due());
+    };
+    for (;;) {
+      while (!terminal_ && !needed()) co_await control_event_.wait();
+      if (terminal_) co_return;
+      if (co_await lock_send()) co_return;
+      if (needed()) {
+        send_slot* slot = nullptr;
+        if (!co_await acquire_send(false, slot)) {
+          wire::data_transfer_header h = next_header();
+          (void)wire::encode(h, slot->header);
+          ++stats_.empty_messages_sent;
+          const asio::const_buffer gather(slot->header.data(), wire::data_transfer_header::min_size);
+          if (auto ec = transport_.post_send(make_wr_id(wr_kind::send, index_of(*slot)), std::span(&gather, 1), 0)) {
+            release_send_slot(*slot);
+            terminate(ec);
+          }
+        }
+      }
+      unlock_send();
+    }
+  }
+
+  /// Sleeps until the earliest protocol deadline and acts on it. [MS-SMBD] 3.1.6
+  asio::awaitable<void> timer_loop() {
+    while (!terminal_) {
+      time_point deadline = time_point::max();
+      if (phase_ == phase::negotiating) deadline = negotiate_deadline_;
+      if (phase_ == phase::connected) deadline = keepalive_.next_deadline();
+      if (credit_wait_since_) deadline = std::min(deadline, *credit_wait_since_ + params_.credit_grant_timeout);
+      co_await timer_.wait_until(deadline);
+      if (terminal_) break;
+      const time_point now = timer_.now();
+      if (phase_ == phase::negotiating && now >= negotiate_deadline_) {
+        terminate(errc::negotiate_timeout);
+      } else if (credit_wait_since_ && now >= *credit_wait_since_ + params_.credit_grant_timeout) {
+        terminate(errc::credit_grant_timeout);
+      } else if (phase_ == phase::connected) {
+        switch (keepalive_.on_timer(now)) {
+          case protocol::keepalive::action::nothing: break;
+          case protocol::keepalive::action::send_keepalive: control_event_.notify(); break;
+          case protocol::keepalive::action::terminate: terminate(errc::keepalive_timeout); break;
+        }
+      }
+    }
+  }
+
+  Transport transport_;
+  parameters params_;
+  asio::any_io_executor executor_;
+  engine_timer timer_;
+  async_event send_event_;     // send slot freed, credits arrived, send lock released
+  async_event receive_event_;  // a message is ready
+  async_event control_event_;  // an empty message may be needed
+  async_event phase_event_;    // negotiation finished
+  role role_ = role::active;
+  phase phase_ = phase::idle;
+  std::error_code terminal_;
+  negotiated_parameters negotiated_;
+  protocol::credit_ledger ledger_;
+  protocol::reassembler reassembler_;
+  protocol::keepalive keepalive_;
+  statistics stats_;
+  time_point negotiate_deadline_{};
+  std::optional<time_point> credit_wait_since_;
+  bool response_due_ = false;
+  bool send_locked_ = false;
+  bool receiving_ = false;
+  std::uint32_t receive_slot_size_ = 0;
+  std::vector<std::byte> receive_buffers_;
+  std::vector<std::uint16_t> free_receive_slots_;
+  std::vector<send_slot> send_slots_;
+  std::vector<std::uint32_t> free_send_slots_;
+  std::deque<std::vector<std::byte>> ready_;
+  std::vector<std::vector<std::byte>> spare_;
+};
+
+}  // namespace detail
+}  // namespace smbdirect

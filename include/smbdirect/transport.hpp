@@ -1,0 +1,90 @@
+// The transport concept: what the engine needs from an RDMA-like reliable connected queue
+// pair. It mirrors verbs: post work requests now, learn their fate later from a completion
+// queue. Every transport (loopback, tcp, verbs) models it; the engine is written once over it.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <system_error>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/buffer.hpp>
+
+namespace smbdirect {
+
+/// Rights a registered region grants the peer (ibv_access_flags' REMOTE_READ / REMOTE_WRITE).
+enum class access : std::uint8_t {
+  none = 0,
+  remote_read = 1,   ///< the peer may RDMA-read from it
+  remote_write = 2,  ///< the peer may RDMA-write into it
+  remote_read_write = 3,
+};
+constexpr bool allows(access granted, access needed) noexcept {
+  return (static_cast<std::uint8_t>(granted) & static_cast<std::uint8_t>(needed)) == static_cast<std::uint8_t>(needed);
+}
+
+/// A region registered with the transport for remote access.
+struct memory_region {
+  std::uint64_t address = 0;  ///< what the peer puts in Buffer Descriptor V1 Offset
+  std::uint32_t token = 0;    ///< rkey / STag
+  std::uint32_t length = 0;   ///< bytes
+  access rights = access::none;
+};
+
+/// What a work completion reports (ibv_wc_opcode).
+enum class work_opcode : std::uint8_t { send, receive, rdma_write, rdma_read };
+
+/// One completion queue entry (ibv_wc). `status` is empty on success, else an errc value such as
+/// receiver_not_ready, local_length_error, remote_access_error or work_request_flushed.
+struct work_completion {
+  std::uint64_t wr_id = 0;
+  work_opcode opcode = work_opcode::send;
+  std::error_code status;
+  std::uint32_t byte_len = 0;  ///< bytes received (receive completions only)
+  std::uint32_t invalidated_token = 0;  ///< receive of a Send with Invalidate: the token it revoked
+};
+
+/// Static facts about a transport instance, for logs and the example's output.
+struct transport_info {
+  std::string name;                       ///< e.g. "loopback", "rxe0"
+  std::uint32_t max_send_sge = 0;         ///< scatter-gather entries per send
+  std::uint32_t max_message_size = 0;     ///< bytes per single send
+  std::uint32_t max_rdma_size = 0;        ///< bytes per RDMA read/write work request
+};
+
+/// Most scatter-gather entries the engine puts in one send work request: the header plus
+/// the payload pieces of one fragment.
+inline constexpr std::size_t max_send_sge = 8;
+
+// clang-format off
+/// A reliable connected queue pair plus its completion queue and memory registration.
+/// Posting functions return an error only when the work request was not accepted (nothing
+/// will complete for it); otherwise exactly one work_completion reports its fate, in posting
+/// order per queue. Buffers handed to post_* stay owned by the caller and must stay valid
+/// until that completion. poll() waits until at least one completion is ready, fills `out`,
+/// and returns how many; it returns 0 once the queue pair is disconnected and every
+/// outstanding work request has completed (flushed).
+template <class T>
+concept transport = requires(T& t, std::uint64_t wr_id, std::span<std::byte> recv_buf,
+                             std::span<const asio::const_buffer> gather,
+                             std::span<const asio::mutable_buffer> scatter, std::uint64_t remote_address,
+                             std::uint32_t token, asio::mutable_buffer region, access rights,
+                             const memory_region& mr, std::span<work_completion> out) {
+  { t.get_executor() } -> std::convertible_to<asio::any_io_executor>;
+  { t.post_receive(wr_id, recv_buf) } -> std::same_as<std::error_code>;
+  /// A SEND (or SEND with Invalidate of `token` when token != 0) gathering `gather`.
+  { t.post_send(wr_id, gather, token) } -> std::same_as<std::error_code>;
+  { t.post_rdma_write(wr_id, gather, remote_address, token) } -> std::same_as<std::error_code>;
+  { t.post_rdma_read(wr_id, scatter, remote_address, token) } -> std::same_as<std::error_code>;
+  { t.register_memory(region, rights) } -> std::same_as<std::pair<std::error_code, memory_region>>;
+  { t.deregister_memory(mr) } -> std::same_as<std::error_code>;
+  { t.poll(out) } -> std::same_as<asio::awaitable<std::size_t>>;
+  { t.disconnect() } -> std::same_as<void>;
+  { t.info() } -> std::convertible_to<transport_info>;
+};
+// clang-format on
+
+}  // namespace smbdirect
