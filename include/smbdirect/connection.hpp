@@ -43,15 +43,19 @@ struct registration {
 
 namespace detail {
 
-// Runs an engine coroutine for a public operation, whatever the completion token. An
-// exception escaping the engine (only std::bad_alloc can) is reported as internal_error.
+// Runs an engine coroutine for a public operation, whatever the completion token. `op(engine)`
+// returns the engine's awaitable (its arguments live in the coroutine frame); the completion
+// handler holds the engine alive until then. An exception escaping the engine (only
+// std::bad_alloc can) is reported as internal_error.
 template <class Token, class Engine, class Op>
 auto launch_sized(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) {
   return asio::async_initiate<Token, void(std::error_code, std::size_t)>(
       [](auto handler, std::shared_ptr<Engine> e, Op op) {
         auto ex = e->get_executor();
-        asio::co_spawn(ex, op(std::move(e)),
-                       [h = std::move(handler)](std::exception_ptr thrown, std::pair<std::error_code, std::size_t> r) mutable {
+        auto work = op(*e);
+        asio::co_spawn(ex, std::move(work),
+                       [h = std::move(handler), keep = std::move(e)](std::exception_ptr thrown,
+                                                                     std::pair<std::error_code, std::size_t> r) mutable {
                          if (thrown) r = {make_error_code(errc::internal_error), 0};
                          std::move(h)(r.first, r.second);
                        });
@@ -64,10 +68,12 @@ auto launch(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) 
   return asio::async_initiate<Token, void(std::error_code)>(
       [](auto handler, std::shared_ptr<Engine> e, Op op) {
         auto ex = e->get_executor();
-        asio::co_spawn(ex, op(std::move(e)), [h = std::move(handler)](std::exception_ptr thrown, std::error_code ec) mutable {
-          if (thrown) ec = make_error_code(errc::internal_error);
-          std::move(h)(ec);
-        });
+        auto work = op(*e);
+        asio::co_spawn(ex, std::move(work),
+                       [h = std::move(handler), keep = std::move(e)](std::exception_ptr thrown, std::error_code ec) mutable {
+                         if (thrown) ec = make_error_code(errc::internal_error);
+                         std::move(h)(ec);
+                       });
       },
       token, engine, std::move(operation));
 }
@@ -107,9 +113,7 @@ class connection {
   template <class Token>
   auto async_connect(Token&& token) {
     return detail::launch(engine_, std::forward<Token>(token),
-                          [](std::shared_ptr<engine_type> e) -> asio::awaitable<std::error_code> {
-                            co_return co_await e->negotiate(role::active);
-                          });
+                          [](engine_type& e) { return e.negotiate(role::active); });
   }
 
   /// Passive role: awaits the Negotiate Request and answers it ([MS-SMBD] 3.1.5.6, 3.1.5.3).
@@ -118,9 +122,7 @@ class connection {
   template <class Token>
   auto async_accept(Token&& token) {
     return detail::launch(engine_, std::forward<Token>(token),
-                          [](std::shared_ptr<engine_type> e) -> asio::awaitable<std::error_code> {
-                            co_return co_await e->negotiate(role::passive);
-                          });
+                          [](engine_type& e) { return e.negotiate(role::passive); });
   }
 
   /// Sends one upper-layer message made of `buffers` (a ConstBufferSequence, 0 bytes to
@@ -132,10 +134,7 @@ class connection {
   auto async_send(const ConstBufferSequence& buffers, Token&& token) {
     auto pieces = detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers);
     return detail::launch_sized(engine_, std::forward<Token>(token),
-                                [pieces = std::move(pieces)](std::shared_ptr<engine_type> e) mutable
-                                -> asio::awaitable<std::pair<std::error_code, std::size_t>> {
-                                  co_return co_await e->send(std::move(pieces));
-                                });
+                                [pieces = std::move(pieces)](engine_type& e) mutable { return e.send(std::move(pieces)); });
   }
 
   /// Receives the next whole upper-layer message into `message`, replacing its contents (its
@@ -145,9 +144,7 @@ class connection {
   template <class Token>
   auto async_receive(std::vector<std::byte>& message, Token&& token) {
     return detail::launch_sized(engine_, std::forward<Token>(token),
-                                [&message](std::shared_ptr<engine_type> e) -> asio::awaitable<std::pair<std::error_code, std::size_t>> {
-                                  co_return co_await e->receive(message);
-                                });
+                                [&message](engine_type& e) { return e.receive(message); });
   }
 
   /// Registers `buffer` for the peer's RDMA access with exactly `rights` ([MS-SMBD] 3.1.4.3).
@@ -174,9 +171,8 @@ class connection {
     auto local = detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers);
     std::vector<wire::buffer_descriptor_v1> r(remote.begin(), remote.end());
     return detail::launch_sized(engine_, std::forward<Token>(token),
-                                [local = std::move(local), r = std::move(r), remote_offset](std::shared_ptr<engine_type> e) mutable
-                                -> asio::awaitable<std::pair<std::error_code, std::size_t>> {
-                                  co_return co_await e->rdma(std::move(local), std::move(r), remote_offset);
+                                [local = std::move(local), r = std::move(r), remote_offset](engine_type& e) mutable {
+                                  return e.rdma(std::move(local), std::move(r), remote_offset);
                                 });
   }
 
@@ -188,9 +184,8 @@ class connection {
     auto local = detail::to_vector<MutableBufferSequence, asio::mutable_buffer>(buffers);
     std::vector<wire::buffer_descriptor_v1> r(remote.begin(), remote.end());
     return detail::launch_sized(engine_, std::forward<Token>(token),
-                                [local = std::move(local), r = std::move(r), remote_offset](std::shared_ptr<engine_type> e) mutable
-                                -> asio::awaitable<std::pair<std::error_code, std::size_t>> {
-                                  co_return co_await e->rdma(std::move(local), std::move(r), remote_offset);
+                                [local = std::move(local), r = std::move(r), remote_offset](engine_type& e) mutable {
+                                  return e.rdma(std::move(local), std::move(r), remote_offset);
                                 });
   }
 
@@ -200,7 +195,7 @@ class connection {
   template <class Token>
   auto async_close(Token&& token) {
     return detail::launch(engine_, std::forward<Token>(token),
-                          [](std::shared_ptr<engine_type> e) -> asio::awaitable<std::error_code> { co_return co_await e->close(); });
+                          [](engine_type& e) { return e.close(); });
   }
 
   /// Counters; valid at any time.

@@ -151,6 +151,7 @@ inline std::error_condition make_error_condition(condition c) noexcept {
 
 /// The coarse group an errc value belongs to.
 constexpr condition condition_of(errc e) noexcept {
+  if (e <= errc::credits_overflow) return condition::protocol_violation;
   if (e <= errc::credit_grant_timeout) return condition::timeout;
   if (e <= errc::injected_fault) return condition::transport_failure;
   return condition::local_error;

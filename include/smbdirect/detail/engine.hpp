@@ -587,7 +587,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     }
     replenish_receives(false);
     if (response_due_ || ledger_.grant_due()) control_event_.notify();
-    if (h.credits_granted > 0) send_event_.notify();
+    send_event_.notify();  // new send credits, or a reposted receive to grant (last-credit rule)
   }
 
   /// Sends empty messages when something must go out and no upper-layer message carries it:

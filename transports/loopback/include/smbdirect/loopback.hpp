@@ -313,6 +313,9 @@ class endpoint {
     }
   }
 
+  /// Non-blocking poll (ibv_poll_cq): completions ready now, 0 if none. For scripted peers.
+  std::size_t try_poll(std::span<work_completion> out) { return fabric_->take_completions(side_, out).value_or(0); }
+
   /// Both queue pairs enter the error state; outstanding work is flushed.
   void disconnect() {
     if (fabric_) fabric_->disconnect();

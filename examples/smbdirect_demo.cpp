@@ -1,0 +1,492 @@
+// smbdirect_demo: both ends of an SMB Direct ([MS-SMBD]) connection in one process.
+//
+// The client and server negotiate, exchange upper-layer messages in both directions at once,
+// then the client moves a file into the server's registered memory by RDMA write and reads it
+// back by RDMA read. Every byte is verified. Exit status: 0 verified, 1 error or mismatch,
+// 2 bad usage.
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+
+#include <smbdirect/loopback.hpp>
+#include <smbdirect/smbdirect.hpp>
+
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+using connection = smbdirect::connection<smbdirect::loopback::endpoint>;
+using clock_type = std::chrono::steady_clock;
+constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr std::uint64_t mib = 1024 * 1024;
+
+// ------------------------------------------------------------------------------ options
+
+struct settings {
+  std::string transport = "loopback";
+  std::string file;  // empty: generate file_size pseudo-random bytes
+  std::uint64_t file_size = 64 * mib;
+  std::uint64_t messages = 64;
+  std::uint64_t max_message = 1024 * 1024;
+  std::uint64_t keepalive_ms = static_cast<std::uint64_t>(smbdirect::parameters{}.keepalive_interval.count());
+  smbdirect::parameters params;
+  bool quiet = false;
+};
+
+// A numeric option points into a settings object, so --help can read its default from a
+// default-constructed one: the library's defaults are written down only in parameters.hpp.
+struct numeric_option {
+  std::string_view name, unit, help;
+  std::uint64_t min, max;
+  std::variant<std::uint16_t*, std::uint32_t*, std::uint64_t*> target;
+};
+
+std::vector<numeric_option> numeric_options(settings& s) {
+  auto& p = s.params;
+  return {
+      {"--file-size", "bytes", "size of the generated file (ignored with --file)", 1, 0xffffffff, &s.file_size},
+      {"--messages", "messages", "upper-layer messages sent in each direction", 1, 0xffffffff, &s.messages},
+      {"--max-message", "bytes", "largest message; sizes mix 1 byte up to this, both included", 1, 0xffffffff,
+       &s.max_message},
+      {"--send-credits", "credits", "send credit target (credits we ask the peer for)", 1, 0xffff, &p.send_credit_target},
+      {"--receive-credits", "credits", "receive credit max (receives posted at once)", 1, 0xffff, &p.receive_credit_max},
+      {"--max-send-size", "bytes", "preferred size of one sent message, header included", smbdirect::min_receive_size,
+       0xffffffff, &p.max_send_size},
+      {"--max-receive-size", "bytes", "largest single message accepted (receive buffer size)",
+       smbdirect::min_receive_size, 0xffffffff, &p.max_receive_size},
+      {"--max-fragmented-size", "bytes", "largest reassembled upper-layer message accepted",
+       smbdirect::min_fragmented_size, 0xffffffff, &p.max_fragmented_size},
+      {"--max-read-write-size", "bytes", "most bytes one RDMA read or write may move", 1, 0xffffffff,
+       &p.max_read_write_size},
+      {"--keepalive-ms", "ms", "idle time before a keepalive is sent; 0 disables keepalives", 0, 0xffffffff,
+       &s.keepalive_ms},
+  };
+}
+
+std::uint64_t value_of(const numeric_option& o) {
+  return std::visit([](auto* t) -> std::uint64_t { return *t; }, o.target);
+}
+
+void print_usage() {
+  std::printf(
+      "usage: smbdirect_demo [options]\n\n"
+      "Runs both ends of an SMB Direct connection in one process: sends messages both ways at\n"
+      "once, then RDMA-writes a file into the server's memory and reads it back, verifying every\n"
+      "byte. Exit status: 0 verified, 1 error or mismatch, 2 bad usage.\n\n"
+      "  --help                   print this help and exit\n"
+      "  --transport NAME         transport to use; only \"loopback\" exists (default: loopback)\n"
+      "  --file PATH              file to move by RDMA, 1 byte to 4 GiB - 1\n"
+      "                           (default: generated pseudo-random bytes, see --file-size)\n"
+      "  --quiet                  print only the final \"verified:\" line and errors; no progress bar\n");
+  settings defaults;
+  for (const auto& o : numeric_options(defaults)) {
+    const std::string flag = std::string(o.name) + " " + (o.unit == "ms" ? "MS" : o.unit == "bytes" ? "BYTES" : "N");
+    std::printf("  %-24s %.*s\n", flag.c_str(), static_cast<int>(o.help.size()), o.help.data());
+    std::printf("  %-24s (default: %llu %.*s; range %llu..%llu)\n", "",
+                static_cast<unsigned long long>(value_of(o)), static_cast<int>(o.unit.size()), o.unit.data(),
+                static_cast<unsigned long long>(o.min), static_cast<unsigned long long>(o.max));
+  }
+}
+
+std::optional<std::uint64_t> parse_number(std::string_view text) {
+  std::uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
+  return v;
+}
+
+// Returns an error message, or nothing when `s` is ready to use. Accepts "--name value" and
+// "--name=value".
+std::optional<std::string> parse_args(int argc, char** argv, settings& s, bool& help) {
+  auto table = numeric_options(s);
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    std::optional<std::string_view> value;
+    if (const auto eq = arg.find('='); eq != std::string_view::npos) value = arg.substr(eq + 1), arg = arg.substr(0, eq);
+    if (arg == "--help" || arg == "--quiet") {
+      if (value) return std::string(arg) + " takes no value";
+      (arg == "--help" ? help : s.quiet) = true;
+      continue;
+    }
+    const auto numeric = std::find_if(table.begin(), table.end(), [&](const auto& t) { return t.name == arg; });
+    if (arg != "--transport" && arg != "--file" && numeric == table.end())
+      return "unknown option " + std::string(arg) + " (see --help)";
+    if (!value) {
+      if (i + 1 == argc) return std::string(arg) + " needs a value (see --help)";
+      value = argv[++i];
+    }
+    if (arg == "--transport") {
+      s.transport = *value;
+      if (s.transport != "loopback") return "unknown transport \"" + s.transport + "\" (available: loopback)";
+    } else if (arg == "--file") {
+      s.file = *value;
+    } else {
+      const auto v = parse_number(*value);
+      if (!v || *v < numeric->min || *v > numeric->max)
+        return std::string(arg) + ": \"" + std::string(*value) + "\" is not a number in " +
+               std::to_string(numeric->min) + ".." + std::to_string(numeric->max);
+      std::visit([v](auto* t) { *t = static_cast<std::remove_pointer_t<decltype(t)>>(*v); }, numeric->target);
+    }
+  }
+  s.params.keepalive_interval = smbdirect::milliseconds(s.keepalive_ms);
+  return std::nullopt;
+}
+
+// ------------------------------------------------------------------------------ test data
+
+std::uint64_t mix(std::uint64_t x) {  // splitmix64's finalizer: cheap, well spread
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// Message `index` of `count` in `direction`: the first is 1 byte and the last `max`, so both
+// limits are always exercised; the rest are log-uniform, so small and large sizes are alike.
+std::size_t message_size(int direction, std::uint64_t index, std::uint64_t count, std::uint64_t max) {
+  if (index + 1 == count) return max;
+  if (index == 0) return 1;
+  const std::uint64_t h = mix(index * 2 + static_cast<std::uint64_t>(direction));
+  const int bits = static_cast<int>(h % static_cast<std::uint64_t>(std::bit_width(max))) + 1;
+  return std::min<std::uint64_t>(max, 1 + (mix(h) >> (64 - bits)));
+}
+
+// Content depends on (direction, index, position): a message delivered to the wrong side, out
+// of order or shifted by a byte fails verification.
+void fill_pattern(std::span<std::byte> out, int direction, std::uint64_t index) {
+  const std::uint64_t seed = mix(index * 2 + static_cast<std::uint64_t>(direction) + 1);
+  std::uint64_t word = 0;
+  for (std::size_t pos = 0; pos < out.size(); ++pos) {
+    if (pos % 8 == 0) word = mix(seed + pos / 8);
+    out[pos] = static_cast<std::byte>(word >> (8 * (pos % 8)));
+  }
+}
+
+std::uint64_t count_differences(std::span<const std::byte> a, std::span<const std::byte> b) {
+  if (a.size() != b.size()) return std::max(a.size(), b.size());
+  std::uint64_t n = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) n += a[i] != b[i];
+  return n;
+}
+
+// Loads the file to move, or generates it. Returns an error message on failure.
+std::optional<std::string> load_file(const settings& s, std::vector<std::byte>& out) {
+  if (s.file.empty()) {
+    out.resize(s.file_size);
+    std::mt19937_64 rng(2024);  // fixed seed: runs are reproducible
+    for (std::size_t i = 0; i < out.size(); i += 8) {
+      const std::uint64_t r = rng();
+      std::memcpy(out.data() + i, &r, std::min<std::size_t>(8, out.size() - i));
+    }
+    return std::nullopt;
+  }
+  // The whole file becomes one registered region: 1 byte to 4 GiB - 1 (a 32-bit length).
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(s.file, ec)) return "\"" + s.file + "\" is missing or not a regular file";
+  const std::uintmax_t size = std::filesystem::file_size(s.file, ec);
+  if (ec || size == 0 || size > 0xffffffff) return "\"" + s.file + "\" must hold 1 byte to 4 GiB - 1";
+  out.resize(static_cast<std::size_t>(size));
+  std::ifstream in(s.file, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(size)))
+    return "cannot read \"" + s.file + "\"";
+  return std::nullopt;
+}
+
+std::string describe_size(std::uint64_t bytes) {
+  if (bytes % mib == 0) return std::to_string(bytes / mib) + " MiB";
+  if (bytes % 1024 == 0) return std::to_string(bytes / 1024) + " KiB";
+  return std::to_string(bytes) + " bytes";
+}
+
+double seconds_since(clock_type::time_point start) {
+  return std::max(1e-9, std::chrono::duration<double>(clock_type::now() - start).count());
+}
+
+double mib_per_s(std::uint64_t bytes, double seconds) { return static_cast<double>(bytes) / mib / seconds; }
+
+// ------------------------------------------------------------------------------ phases
+
+// What a phase coroutine reports; `where` names the failed step when `ec` is set.
+struct outcome {
+  std::error_code ec;
+  std::string where;
+  std::uint64_t mismatches = 0;
+  std::uint64_t bytes = 0;
+  double write_seconds = 0, read_seconds = 0;  // RDMA client only
+};
+
+outcome failed(std::error_code ec, std::string where) { return {ec, std::move(where)}; }
+
+asio::awaitable<outcome> negotiate(connection& c, bool active) {
+  if (active) {
+    auto [ec] = co_await c.async_connect(use_tuple);
+    co_return failed(ec, "client connect");
+  }
+  auto [ec] = co_await c.async_accept(use_tuple);
+  co_return failed(ec, "server accept");
+}
+
+asio::awaitable<outcome> send_messages(connection& c, std::string who, int direction, const settings& s) {
+  std::vector<std::byte> message;
+  outcome r;
+  for (std::uint64_t i = 0; i < s.messages; ++i) {
+    message.resize(message_size(direction, i, s.messages, s.max_message));
+    fill_pattern(message, direction, i);
+    auto [ec, n] = co_await c.async_send(asio::buffer(message), use_tuple);
+    if (ec) co_return failed(ec, who + " send");
+    r.bytes += n;
+  }
+  co_return r;
+}
+
+asio::awaitable<outcome> receive_messages(connection& c, std::string who, int direction, const settings& s) {
+  std::vector<std::byte> message, expected;
+  outcome r;
+  for (std::uint64_t i = 0; i < s.messages; ++i) {
+    auto [ec, n] = co_await c.async_receive(message, use_tuple);
+    if (ec) co_return failed(ec, who + " receive");
+    expected.resize(message_size(direction, i, s.messages, s.max_message));
+    fill_pattern(expected, direction, i);
+    if (count_differences(message, expected) != 0) ++r.mismatches;
+  }
+  co_return r;
+}
+
+// Redraws one line on stderr whenever the whole percentage changes.
+struct progress_bar {
+  bool enabled;
+  const char* label;
+  std::uint64_t total;
+  int shown = -1;
+  void update(std::uint64_t done) {
+    const int percent = static_cast<int>(done * 100 / total);
+    if (!enabled || percent == shown) return;
+    shown = percent;
+    const std::string bar = std::string(static_cast<std::size_t>(percent * 40 / 100), '#') +
+                            std::string(static_cast<std::size_t>(40 - percent * 40 / 100), '.');
+    std::fprintf(stderr, "\r%-10s [%s] %3d%%%s", label, bar.c_str(), percent, done == total ? "\n" : "");
+  }
+};
+
+// Moves `local` to or from the peer's region in chunks the peer accepts (max_read_write_size),
+// addressing each chunk by its offset into the one remote descriptor.
+template <bool Write, class Bytes>
+asio::awaitable<std::error_code> rdma_transfer(connection& c, Bytes local, const smbdirect::wire::buffer_descriptor_v1& remote,
+                                               progress_bar bar) {
+  const std::size_t chunk = c.negotiated().max_read_write_size;
+  for (std::size_t offset = 0; offset < local.size(); offset += chunk) {
+    const auto part = asio::buffer(local.data() + offset, std::min(chunk, local.size() - offset));
+    std::tuple<std::error_code, std::size_t> done;
+    if constexpr (Write) done = co_await c.async_rdma_write(part, std::span(&remote, 1), use_tuple, offset);
+    else done = co_await c.async_rdma_read(part, std::span(&remote, 1), use_tuple, offset);
+    if (auto ec = std::get<0>(done)) co_return ec;
+    bar.update(offset + std::get<1>(done));
+  }
+  co_return std::error_code{};
+}
+
+// Client side: learn where the server's buffer is, write the file there, read it back.
+asio::awaitable<outcome> rdma_client(connection& c, std::span<const std::byte> file, bool show_progress) {
+  std::vector<std::byte> message;
+  if (auto [ec, n] = co_await c.async_receive(message, use_tuple); ec) co_return failed(ec, "client receive descriptor");
+  smbdirect::wire::buffer_descriptor_v1 remote;
+  if (auto ec = smbdirect::wire::decode(message, remote)) co_return failed(ec, "client decode descriptor");
+
+  outcome r;
+  auto start = clock_type::now();
+  if (auto ec = co_await rdma_transfer<true>(c, file, remote, {show_progress, "RDMA write", file.size()}))
+    co_return failed(ec, "client RDMA write");
+  r.write_seconds = seconds_since(start);
+
+  std::vector<std::byte> back(file.size());
+  start = clock_type::now();
+  if (auto ec = co_await rdma_transfer<false>(c, std::span(back), remote, {show_progress, "RDMA read", file.size()}))
+    co_return failed(ec, "client RDMA read");
+  r.read_seconds = seconds_since(start);
+  r.mismatches = count_differences(file, back);
+
+  // The server must keep the buffer registered until we are done with it.
+  const std::array done{std::byte{'d'}, std::byte{'o'}, std::byte{'n'}, std::byte{'e'}};
+  if (auto [ec, n] = co_await c.async_send(asio::buffer(done), use_tuple); ec) co_return failed(ec, "client send done");
+  r.bytes = file.size();
+  co_return r;
+}
+
+// Server side: expose a buffer for the client's RDMA, as an SMB2 READ/WRITE would.
+asio::awaitable<outcome> rdma_server(connection& c, std::size_t size, std::span<const std::byte> file) {
+  std::vector<std::byte> target(size);
+  auto [rec, reg] = c.register_buffer(asio::buffer(target), smbdirect::access::remote_read_write);
+  if (rec) co_return failed(rec, "server register_buffer");
+  std::array<std::byte, smbdirect::wire::buffer_descriptor_v1::size> descriptor;
+  if (auto ec = smbdirect::wire::encode(reg.descriptor, descriptor)) co_return failed(ec, "server encode descriptor");
+  if (auto [ec, n] = co_await c.async_send(asio::buffer(descriptor), use_tuple); ec) co_return failed(ec, "server send descriptor");
+  std::vector<std::byte> message;
+  if (auto [ec, n] = co_await c.async_receive(message, use_tuple); ec) co_return failed(ec, "server receive done");
+  if (auto ec = c.deregister_buffer(reg)) co_return failed(ec, "server deregister_buffer");
+  // Checked here too: a read-back alone could not tell a lost write from a lost read.
+  outcome r;
+  r.mismatches = count_differences(target, file);
+  co_return r;
+}
+
+// ------------------------------------------------------------------------------ report
+
+template <class T>
+void row(const char* name, T client, T server) {
+  std::printf("  %-28s %14llu %14llu\n", name, static_cast<unsigned long long>(client), static_cast<unsigned long long>(server));
+}
+
+void print_negotiated(const smbdirect::negotiated_parameters& c, const smbdirect::negotiated_parameters& s) {
+  std::printf("%-30s %14s %14s\n", "negotiated", "client", "server");
+  row("max_send_size", c.max_send_size, s.max_send_size);
+  row("max_receive_size", c.max_receive_size, s.max_receive_size);
+  row("max_fragmented_send_size", c.max_fragmented_send_size, s.max_fragmented_send_size);
+  row("max_fragmented_recv_size", c.max_fragmented_recv_size, s.max_fragmented_recv_size);
+  row("max_read_write_size", c.max_read_write_size, s.max_read_write_size);
+  row("initial send credits", c.initial_send_credits, s.initial_send_credits);
+  row("send credit target", c.send_credit_target, s.send_credit_target);
+  row("receive credit target", c.receive_credit_target, s.receive_credit_target);
+  row("receive credit max", c.receive_credit_max, s.receive_credit_max);
+}
+
+void print_stats(const smbdirect::statistics& c, const smbdirect::statistics& s) {
+  std::printf("%-30s %14s %14s\n", "statistics", "client", "server");
+  row("messages sent", c.messages_sent, s.messages_sent);
+  row("messages received", c.messages_received, s.messages_received);
+  row("fragments sent", c.fragments_sent, s.fragments_sent);
+  row("fragments received", c.fragments_received, s.fragments_received);
+  row("bytes sent", c.bytes_sent, s.bytes_sent);
+  row("bytes received", c.bytes_received, s.bytes_received);
+  row("empty messages sent", c.empty_messages_sent, s.empty_messages_sent);
+  row("empty messages received", c.empty_messages_received, s.empty_messages_received);
+  row("credits granted", c.credits_granted, s.credits_granted);
+  row("credits received", c.credits_received, s.credits_received);
+  row("keepalives sent", c.keepalives_sent, s.keepalives_sent);
+  row("keepalives received", c.keepalives_received, s.keepalives_received);
+  row("RDMA writes", c.rdma_writes, s.rdma_writes);
+  row("RDMA reads", c.rdma_reads, s.rdma_reads);
+  row("RDMA bytes written", c.rdma_bytes_written, s.rdma_bytes_written);
+  row("RDMA bytes read", c.rdma_bytes_read, s.rdma_bytes_read);
+  row("errors", c.errors, s.errors);
+}
+
+int report_error(const outcome& o) {
+  std::fprintf(stderr, "error: %s: %s\n", o.where.c_str(), o.ec.message().c_str());
+  return 1;
+}
+
+// ------------------------------------------------------------------------------ main flow
+
+asio::awaitable<int> run(const settings& s, std::span<const std::byte> file, connection& client, connection& server) {
+  const bool verbose = !s.quiet;
+  // Accept first: it posts the server's first receive, and a Negotiate Request arriving
+  // before that fails with receiver_not_ready, as on RDMA hardware (rnr_retry_count 0).
+  auto [accepted, connected] = co_await (negotiate(server, false) && negotiate(client, true));
+  if (accepted.ec) co_return report_error(accepted);  // the passive side knows why, if it failed
+  if (connected.ec) co_return report_error(connected);
+  if (verbose) print_negotiated(client.negotiated(), server.negotiated());
+  // Checked up front: message_too_large fails only the send, and the peer would wait forever.
+  const std::uint64_t limit = std::min(client.negotiated().max_fragmented_send_size, server.negotiated().max_fragmented_send_size);
+  if (s.max_message > limit) {
+    std::fprintf(stderr, "error: --max-message %llu exceeds the negotiated max_fragmented_send_size %llu\n",
+                 static_cast<unsigned long long>(s.max_message), static_cast<unsigned long long>(limit));
+    co_return 2;
+  }
+
+  // Both directions at once: each side sends while it receives.
+  auto start = clock_type::now();
+  auto [c_sent, c_got, s_sent, s_got] =
+      co_await (send_messages(client, "client", 0, s) && receive_messages(client, "client", 1, s) &&
+                send_messages(server, "server", 1, s) && receive_messages(server, "server", 0, s));
+  const double message_seconds = seconds_since(start);
+  for (const outcome* o : {&c_sent, &c_got, &s_sent, &s_got})
+    if (o->ec) co_return report_error(*o);
+  const std::uint64_t message_mismatches = c_got.mismatches + s_got.mismatches;
+  const std::uint64_t message_bytes = c_sent.bytes + s_sent.bytes;
+
+  const bool show_progress = verbose && ::isatty(2);
+  auto [rdma, exposed] = co_await (rdma_client(client, file, show_progress) && rdma_server(server, file.size(), file));
+  if (exposed.ec) co_return report_error(exposed);
+  if (rdma.ec) co_return report_error(rdma);
+
+  if (verbose) {
+    std::printf("messages: %llu bytes both ways in %.3f s: %.1f MiB/s\n", static_cast<unsigned long long>(message_bytes),
+                message_seconds, mib_per_s(message_bytes, message_seconds));
+    std::printf("RDMA write: %zu bytes in %.3f s: %.1f MiB/s\n", file.size(), rdma.write_seconds,
+                mib_per_s(file.size(), rdma.write_seconds));
+    std::printf("RDMA read: %zu bytes in %.3f s: %.1f MiB/s\n", file.size(), rdma.read_seconds,
+                mib_per_s(file.size(), rdma.read_seconds));
+    print_stats(client.stats(), server.stats());
+  }
+  if (message_mismatches || rdma.mismatches || exposed.mismatches) {
+    std::fprintf(stderr, "error: verification failed: %llu messages differ, %llu bytes differ after RDMA read, %llu in the server's buffer\n",
+                 static_cast<unsigned long long>(message_mismatches), static_cast<unsigned long long>(rdma.mismatches),
+                 static_cast<unsigned long long>(exposed.mismatches));
+    co_return 1;
+  }
+  std::printf("verified: %llu messages each way, %zu bytes by RDMA write and read back\n",
+              static_cast<unsigned long long>(s.messages), file.size());
+
+  if (auto [ec] = co_await client.async_close(use_tuple); ec) co_return report_error(failed(ec, "client close"));
+  // SMB Direct has no close message: the server may already have seen the client disconnect.
+  auto [ec] = co_await server.async_close(use_tuple);
+  if (ec && ec != smbdirect::errc::peer_disconnected) co_return report_error(failed(ec, "server close"));
+  co_return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  settings s;
+  bool help = false;
+  if (auto problem = parse_args(argc, argv, s, help)) {
+    std::fprintf(stderr, "smbdirect_demo: %s\n", problem->c_str());
+    return 2;
+  }
+  if (help) {
+    print_usage();
+    return 0;
+  }
+  std::vector<std::byte> file;
+  if (auto problem = load_file(s, file)) {
+    std::fprintf(stderr, "smbdirect_demo: %s\n", problem->c_str());
+    return 2;
+  }
+  if (!s.quiet) {
+    std::printf("transport: %s, %llu messages each way, 1 to %llu bytes\n", s.transport.c_str(),
+                static_cast<unsigned long long>(s.messages), static_cast<unsigned long long>(s.max_message));
+    if (s.file.empty()) std::printf("file: generated %s of pseudo-random bytes\n", describe_size(file.size()).c_str());
+    else std::printf("file: %s (%zu bytes)\n", s.file.c_str(), file.size());
+  }
+
+  asio::io_context io;
+  auto [a, b] = smbdirect::loopback::make_pair(io.get_executor(), io.get_executor());
+  connection client(std::move(a), s.params), server(std::move(b), s.params);
+  int status = 1;
+  asio::co_spawn(io, run(s, file, client, server), [&](std::exception_ptr thrown, int result) {
+    if (thrown) std::fprintf(stderr, "error: internal: unexpected exception\n");
+    status = thrown ? 1 : result;
+    io.stop();  // on an early return the connections are still up and would keep io busy
+  });
+  io.run();
+  return status;
+}

@@ -1,0 +1,197 @@
+// Sending, [MS-SMBD] 3.1.4.2, 3.1.5.1, 3.1.5.4: fragmentation at the exact boundaries, the
+// MaxFragmentedSendSize limit, strict fragment order, and the last-credit rule, observed by a
+// scripted raw peer playing the server.
+#include <doctest/doctest.h>
+
+#include "support/harness.hpp"
+
+using namespace smbdirect;
+using namespace smbdirect::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct fixture {
+  driver d;
+  std::optional<loopback_connection> client;
+  std::optional<raw_peer> peer;
+
+  explicit fixture(wire::negotiate_response rsp = good_response(), parameters p = {}) {
+    auto [a, b] = loopback::make_pair(d.io.get_executor(), d.io.get_executor());
+    client.emplace(std::move(a), p, &d.clock);
+    peer.emplace(std::move(b));
+    peer->post_receives(300);
+    std::optional<std::error_code> connected;
+    client->async_connect([&](std::error_code ec) { connected = ec; });
+    d.settle();
+    REQUIRE_FALSE(peer->send(encode_response(rsp)));
+    REQUIRE(d.run_until([&] { return connected.has_value(); }));
+    REQUIRE_FALSE(*connected);
+    d.settle();
+    peer->drain();
+  }
+
+  // Data Transfer Messages the peer got since negotiation (the request is received[0]).
+  std::vector<wire::data_transfer_header> headers() {
+    peer->drain();
+    std::vector<wire::data_transfer_header> out;
+    for (std::size_t i = 1; i < peer->received.size(); ++i) {
+      wire::data_transfer_message m;
+      REQUIRE_FALSE(wire::decode(peer->received[i], m));
+      out.push_back(m.header);
+    }
+    return out;
+  }
+
+  std::optional<std::pair<std::error_code, std::size_t>> send(const bytes& message) {
+    auto result = std::make_shared<std::optional<std::pair<std::error_code, std::size_t>>>();
+    client->async_send(asio::buffer(message), [result](std::error_code ec, std::size_t n) { *result = std::pair{ec, n}; });
+    d.settle();
+    return *result;
+  }
+
+  void peer_sends(std::uint16_t credits_granted, std::uint16_t flags = 0) {
+    wire::data_transfer_header h;
+    h.credits_requested = 255;
+    h.credits_granted = credits_granted;
+    h.flags = flags;
+    REQUIRE_FALSE(peer->send(encode_data(h)));
+    d.settle();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the first message after negotiation grants every posted receive (4.1)") {
+  fixture f;
+  const auto h = f.headers();
+  REQUIRE(h.size() == 1);  // nothing to send: an empty grant goes out at once
+  CHECK(h[0].credits_granted == 255);
+  CHECK(h[0].credits_requested == 255);
+  CHECK(h[0].data_length == 0);
+  CHECK(f.peer->received[1].size() == 20);
+}
+
+TEST_CASE("3.1.5.4: MaxSendSize - 24 bytes of payload fit one message, one more needs two") {
+  fixture f;
+  const bytes exact = pattern(1340, 1);
+  const auto r1 = f.send(exact);
+  REQUIRE(r1);
+  CHECK_FALSE(r1->first);
+  CHECK(r1->second == 1340);
+  auto h = f.headers();
+  REQUIRE(h.size() == 2);
+  CHECK(f.peer->received[2].size() == 1364);
+  CHECK(h[1].data_offset == 24);
+  CHECK(h[1].data_length == 1340);
+  CHECK(h[1].remaining_data_length == 0);
+
+  const bytes over = pattern(1341, 2);
+  REQUIRE(f.send(over));
+  h = f.headers();
+  REQUIRE(h.size() == 4);
+  CHECK(h[2].data_length == 1340);
+  CHECK(h[2].remaining_data_length == 1);
+  CHECK(h[3].data_length == 1);
+  CHECK(h[3].remaining_data_length == 0);
+  CHECK(f.peer->received[4].size() == 25);
+  bytes joined(f.peer->received[3].begin() + 24, f.peer->received[3].end());
+  joined.insert(joined.end(), f.peer->received[4].begin() + 24, f.peer->received[4].end());
+  CHECK(joined == over);
+}
+
+TEST_CASE("3.1.4.2: MaxFragmentedSendSize is accepted, one byte more is a local error") {
+  auto rsp = good_response();
+  rsp.max_fragmented_size = 131072;
+  fixture f(rsp);
+  auto ok = f.send(pattern(131072, 3));
+  REQUIRE(ok);
+  CHECK_FALSE(ok->first);
+  CHECK(f.headers().size() == 1 + 98);  // ceil(131072 / 1340)
+  auto too_big = f.send(pattern(131073, 4));
+  REQUIRE(too_big);
+  CHECK(too_big->first == errc::message_too_large);
+  CHECK(f.headers().size() == 1 + 98);  // nothing of it was sent
+  CHECK_FALSE(f.client->error());       // and the connection is still usable
+  auto after = f.send(pattern(10, 5));
+  REQUIRE(after);
+  CHECK_FALSE(after->first);
+}
+
+TEST_CASE("an empty upper-layer message is one 20-byte message") {
+  fixture f;
+  auto r = f.send({});
+  REQUIRE(r);
+  CHECK_FALSE(r->first);
+  CHECK(f.headers().size() == 2);
+  CHECK(f.peer->received[2].size() == 20);
+}
+
+TEST_CASE("3.1.5.1: the last credit is kept for a message that grants credits") {
+  parameters p;
+  p.receive_credit_max = 1;  // one receive: nothing extra to post and grant
+  fixture f(good_response(2, 1), p);
+  CHECK(f.headers().size() == 1);  // the grant of our single receive used one of 2 credits
+  CHECK(f.client->credits().send_credits() == 1);
+  auto result = std::make_shared<std::optional<std::error_code>>();
+  const bytes m = pattern(10, 6);
+  f.client->async_send(asio::buffer(m), [result](std::error_code ec, std::size_t) { *result = ec; });
+  f.d.advance(4000ms);
+  CHECK_FALSE(result->has_value());  // held back: it would spend the last credit granting 0
+  CHECK(f.headers().size() == 1);
+  f.peer_sends(1);  // consumes our receive; we repost it and can grant it
+  REQUIRE(result->has_value());
+  CHECK_FALSE(**result);
+  const auto h = f.headers();
+  REQUIRE(h.size() == 2);
+  CHECK(h[1].credits_granted == 1);
+  CHECK(h[1].data_length == 10);
+}
+
+TEST_CASE("3.1.5.9: left without credits past credit_grant_timeout, the connection ends") {
+  parameters p;
+  p.receive_credit_max = 1;
+  fixture f(good_response(2, 1), p);
+  auto result = std::make_shared<std::optional<std::error_code>>();
+  const bytes m = pattern(10, 7);
+  f.client->async_send(asio::buffer(m), [result](std::error_code ec, std::size_t) { *result = ec; });
+  f.d.settle();  // the send starts waiting for a credit now
+  f.d.advance(4999ms);
+  CHECK_FALSE(result->has_value());
+  REQUIRE(f.d.run_until([&] { return result->has_value(); }, std::chrono::seconds(1)));
+  CHECK(**result == errc::credit_grant_timeout);
+  CHECK(f.client->error() == errc::credit_grant_timeout);
+}
+
+TEST_CASE("3.1.5.4: fragments are never interleaved with other messages or empty messages") {
+  fixture f(good_response(4, 255));
+  CHECK(f.client->credits().send_credits() == 3);  // one went on the initial grant
+  const bytes a = pattern(1340 * 5, 8), b = pattern(1340 * 2, 9);
+  int done = 0;
+  f.client->async_send(asio::buffer(a), [&](std::error_code ec, std::size_t) { done += !ec; });
+  f.client->async_send(asio::buffer(b), [&](std::error_code ec, std::size_t) { done += !ec; });
+  f.d.settle();
+  CHECK(f.headers().size() == 1 + 2);  // two fragments; the last credit waits for a grant
+  f.peer_sends(0, wire::smb_direct_response_requested);  // asks for a reply mid-message
+  CHECK(f.headers().size() == 1 + 3);  // the reply rides on fragment 3: no empty message
+  f.peer_sends(10);
+  REQUIRE(done == 2);
+  const auto h = f.headers();
+  REQUIRE(h.size() == 1 + 7);
+  const std::uint32_t a_remaining[] = {5360, 4020, 2680, 1340, 0}, b_remaining[] = {1340, 0};
+  for (int i = 0; i < 5; ++i) CHECK(h[1 + i].remaining_data_length == a_remaining[i]);
+  for (int i = 0; i < 2; ++i) CHECK(h[6 + i].remaining_data_length == b_remaining[i]);
+  for (std::size_t i = 1; i < h.size(); ++i) CHECK(h[i].data_length > 0);
+  CHECK(h[3].flags == 0);  // a reply never requests a reply (no keepalive ping-pong)
+}
+
+TEST_CASE("send before negotiation is refused") {
+  driver d;
+  auto [a, b] = loopback::make_pair(d.io.get_executor(), d.io.get_executor());
+  loopback_connection c(std::move(a), {}, &d.clock);
+  std::optional<std::error_code> r;
+  const bytes m(3);
+  c.async_send(asio::buffer(m), [&](std::error_code ec, std::size_t) { r = ec; });
+  d.settle();
+  CHECK(r == errc::not_connected);
+}
