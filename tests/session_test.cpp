@@ -1,0 +1,211 @@
+// Whole sessions between two engines: every completion token kind, close, a fault loop that
+// fails each transport operation of a full session in turn, and a randomized property test.
+#include <doctest/doctest.h>
+
+#include <random>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/deferred.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "support/connected_pair.hpp"
+
+using namespace smbdirect;
+using namespace smbdirect::test;
+using namespace std::chrono_literals;
+using asio::experimental::as_tuple;
+constexpr auto use_tuple = as_tuple(asio::use_awaitable);
+
+TEST_CASE("completion tokens: callback, use_awaitable, deferred") {
+  connected_pair p;
+  REQUIRE(p.negotiate() == std::pair<std::error_code, std::error_code>{});
+  const bytes m = pattern(5000, 1);
+  bytes got1, got2, got3;
+  int steps = 0;
+  // callback
+  p.client->async_send(asio::buffer(m), [&](std::error_code ec, std::size_t n) { steps += !ec && n == 5000; });
+  p.server->async_receive(got1, [&](std::error_code ec, std::size_t) { steps += !ec; });
+  REQUIRE(p.d.run_until([&] { return steps == 2; }));
+  // use_awaitable
+  asio::co_spawn(p.d.io, [&]() -> asio::awaitable<void> {
+    auto [ec, n] = co_await p.client->async_send(asio::buffer(m), use_tuple);
+    steps += !ec;
+    auto [ec2, n2] = co_await p.server->async_receive(got2, use_tuple);
+    steps += !ec2;
+  }, asio::detached);
+  REQUIRE(p.d.run_until([&] { return steps == 4; }));
+  // deferred: nothing starts until the deferred operation is invoked
+  auto op = p.server->async_receive(got3, asio::experimental::deferred);
+  p.client->async_send(asio::buffer(m), [&](std::error_code, std::size_t) { ++steps; });
+  p.d.settle();
+  CHECK(got3.empty());
+  std::move(op)([&](std::error_code ec, std::size_t) { steps += !ec; });
+  REQUIRE(p.d.run_until([&] { return steps == 6; }));
+  CHECK(got1 == m);
+  CHECK(got2 == m);
+  CHECK(got3 == m);
+}
+
+TEST_CASE("close: pending sends finish first, the peer sees peer_disconnected") {
+  connected_pair p;
+  REQUIRE(p.negotiate() == std::pair<std::error_code, std::error_code>{});
+  const bytes m = pattern(200000, 2);
+  std::optional<std::error_code> sent, closed, received_after;
+  bytes got;
+  p.client->async_send(asio::buffer(m), [&](std::error_code ec, std::size_t) { sent = ec; });
+  p.client->async_close([&](std::error_code ec) { closed = ec; });
+  REQUIRE(p.d.run_until([&] { return closed.has_value(); }));
+  CHECK(sent == std::error_code{});
+  CHECK(closed == std::error_code{});
+  p.server->async_receive(got, [&](std::error_code ec, std::size_t) { CHECK_FALSE(ec); });
+  p.d.settle();
+  CHECK(got == m);  // delivered before the disconnect is reported
+  p.server->async_receive(got, [&](std::error_code ec, std::size_t) { received_after = ec; });
+  REQUIRE(p.d.run_until([&] { return received_after.has_value(); }));
+  CHECK(received_after == errc::peer_disconnected);
+  CHECK(p.client->error() == errc::connection_closed);
+}
+
+namespace {
+
+// A full session: negotiate, fragmented messages both ways, RDMA write and read, an idle
+// period with keepalives, close. Returns the first error either side saw.
+asio::awaitable<std::error_code> full_session(connected_pair& p, virtual_clock& clock) {
+  std::error_code first;
+  auto note = [&](std::error_code ec) {
+    if (ec && !first) first = ec;
+    return static_cast<bool>(ec);
+  };
+  auto ex = co_await asio::this_coro::executor;
+  int accepted = 0;
+  std::error_code accept_ec;
+  p.server->async_accept([&](std::error_code ec) { accept_ec = ec, accepted = 1; });
+  auto [cec] = co_await p.client->async_connect(use_tuple);
+  if (note(cec)) co_return first;
+  (void)ex;
+  const bytes a = pattern(5000, 3), b = pattern(3000, 4);
+  bytes got;
+  auto [e1, n1] = co_await p.client->async_send(asio::buffer(a), use_tuple);
+  if (note(e1)) co_return first;
+  auto [e2, n2] = co_await p.server->async_receive(got, use_tuple);
+  if (note(e2) || note(got == a ? std::error_code{} : make_error_code(errc::internal_error))) co_return first;
+  auto [e3, n3] = co_await p.server->async_send(asio::buffer(b), use_tuple);
+  if (note(e3)) co_return first;
+  auto [e4, n4] = co_await p.client->async_receive(got, use_tuple);
+  if (note(e4)) co_return first;
+  bytes region(8000), data = pattern(8000, 5), back(8000);
+  auto [re, reg] = p.server->register_buffer(asio::buffer(region), access::remote_read_write);
+  if (note(re)) co_return first;
+  auto [e5, n5] = co_await p.client->async_rdma_write(asio::buffer(data), std::span(&reg.descriptor, 1), use_tuple);
+  if (note(e5)) co_return first;
+  auto [e6, n6] = co_await p.client->async_rdma_read(asio::buffer(back), std::span(&reg.descriptor, 1), use_tuple);
+  if (note(e6)) co_return first;
+  (void)p.server->deregister_buffer(reg);
+  clock.advance(121s);  // idle: keepalives flow
+  auto [e7, n7] = co_await p.client->async_send(asio::buffer(a), use_tuple);
+  if (note(e7)) co_return first;
+  auto [e8, n8] = co_await p.server->async_receive(got, use_tuple);
+  if (note(e8)) co_return first;
+  auto [e9] = co_await p.client->async_close(use_tuple);
+  note(e9);
+  co_return first;
+}
+
+bool documented(std::error_code ec) {
+  return ec.category() == error_category() && ec.value() >= 1 && ec.value() <= static_cast<int>(errc::internal_error);
+}
+
+std::uint64_t clean_run_operations() {
+  connected_pair p;
+  std::optional<std::error_code> r;
+  asio::co_spawn(p.d.io, full_session(p, p.d.clock), [&](std::exception_ptr, std::error_code ec) { r = ec; });
+  REQUIRE(p.d.run_until([&] { return r.has_value(); }));
+  REQUIRE(*r == std::error_code{});
+  return p.client->next_layer().operations();
+}
+
+}  // namespace
+
+TEST_CASE("fault loop: failing each transport operation of a full session ends in a documented error") {
+  const std::uint64_t total = clean_run_operations();
+  CHECK(total > 100);
+  for (const bool refuse : {true, false}) {
+    for (std::uint64_t i = 0; i < total; ++i) {
+      CAPTURE(refuse);
+      CAPTURE(i);
+      loopback::options o;
+      (refuse ? o.faults.fail_operation : o.faults.fail_completion) = i;
+      connected_pair p({}, {}, std::move(o));
+      std::optional<std::error_code> r;
+      asio::co_spawn(p.d.io, full_session(p, p.d.clock), [&](std::exception_ptr e, std::error_code ec) {
+        r = e ? make_error_code(errc::internal_error) : ec;
+      });
+      REQUIRE(p.d.run_until([&] { return r.has_value(); }));  // never hangs
+      // A refused registration fails only that call, so close what is still up; either way
+      // both ends must come down, with the fault visible in a documented error.
+      if (!p.client->error()) p.client->async_close([](std::error_code) {});
+      REQUIRE(p.d.run_until([&] { return p.client->error() && p.server->error(); }));
+      if (*r) {
+        CHECK(documented(*r));
+        CHECK(*r != errc::internal_error);
+      } else {  // the fault hit the server after the client's last step
+        CHECK(p.server->error() == errc::injected_fault);
+      }
+      for (const auto& ec : {p.client->error(), p.server->error()}) {
+        CHECK(documented(ec));
+        CHECK(ec != errc::internal_error);
+      }
+    }
+  }
+}
+
+TEST_CASE("property: random sizes and credit settings, both directions at once, every byte verified") {
+  std::mt19937 rng(20261121);
+  for (int round = 0; round < 12; ++round) {
+    CAPTURE(round);
+    parameters cp, sp;
+    cp.send_credit_target = static_cast<std::uint16_t>(1 + rng() % 20);
+    cp.receive_credit_max = static_cast<std::uint16_t>(1 + rng() % 20);
+    sp.send_credit_target = static_cast<std::uint16_t>(1 + rng() % 20);
+    sp.receive_credit_max = static_cast<std::uint16_t>(1 + rng() % 20);
+    cp.max_send_size = 128 + rng() % 1500;
+    sp.max_receive_size = 128 + rng() % 1500;
+    sp.max_send_size = 128 + rng() % 1500;
+    cp.max_receive_size = std::max<std::uint32_t>(128 + rng() % 1500, sp.max_send_size);
+    connected_pair p(cp, sp);
+    REQUIRE(p.negotiate() == std::pair<std::error_code, std::error_code>{});
+    constexpr int count = 40;
+    std::vector<bytes> to_server, to_client;
+    for (int i = 0; i < count; ++i) {
+      const auto size = [&] { return rng() % 4 == 0 ? rng() % 131072 : rng() % 3000; };
+      to_server.push_back(pattern(size(), rng()));
+      to_client.push_back(pattern(size(), rng()));
+    }
+    int verified = 0, sent = 0;
+    auto sender = [&](loopback_connection& c, std::vector<bytes>& msgs) -> asio::awaitable<void> {
+      for (auto& m : msgs) {
+        auto [ec, n] = co_await c.async_send(asio::buffer(m), use_tuple);
+        REQUIRE_FALSE(ec);
+        ++sent;
+      }
+    };
+    auto receiver = [&](loopback_connection& c, std::vector<bytes>& msgs) -> asio::awaitable<void> {
+      bytes got;
+      for (auto& m : msgs) {
+        auto [ec, n] = co_await c.async_receive(got, use_tuple);
+        REQUIRE_FALSE(ec);
+        verified += got == m;
+      }
+    };
+    asio::co_spawn(p.d.io, sender(*p.client, to_server), asio::detached);
+    asio::co_spawn(p.d.io, sender(*p.server, to_client), asio::detached);
+    asio::co_spawn(p.d.io, receiver(*p.server, to_server), asio::detached);
+    asio::co_spawn(p.d.io, receiver(*p.client, to_client), asio::detached);
+    REQUIRE(p.d.run_until([&] { return verified == 2 * count; }, std::chrono::seconds(60)));
+    CHECK(sent == 2 * count);
+    CHECK_FALSE(p.client->error());
+    CHECK_FALSE(p.server->error());
+  }
+}
