@@ -1,9 +1,8 @@
 // smbdirect_demo: both ends of an SMB Direct ([MS-SMBD]) connection in one process.
 //
 // The client and server negotiate, exchange upper-layer messages in both directions at once,
-// then the client moves a file into the server's registered memory by RDMA write and reads it
-// back by RDMA read. Every byte is verified. Exit status: 0 verified, 1 error or mismatch,
-// 2 bad usage.
+// then the client RDMA-writes a file into memory the server registered and reads it back.
+// Every byte is verified. Exit status: 0 verified, 1 error or mismatch, 2 bad usage.
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <optional>
 #include <random>
 #include <span>
@@ -37,6 +37,7 @@ namespace {
 using namespace asio::experimental::awaitable_operators;
 using connection = smbdirect::connection<smbdirect::loopback::endpoint>;
 using clock_type = std::chrono::steady_clock;
+using ull = unsigned long long;  // for printf's %llu
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr std::uint64_t mib = 1024 * 1024;
 
@@ -48,63 +49,62 @@ struct settings {
   std::uint64_t file_size = 64 * mib;
   std::uint64_t messages = 64;
   std::uint64_t max_message = 1024 * 1024;
-  std::uint64_t keepalive_ms = static_cast<std::uint64_t>(smbdirect::parameters{}.keepalive_interval.count());
   smbdirect::parameters params;
+  std::uint64_t keepalive_ms = static_cast<std::uint64_t>(params.keepalive_interval.count());
   bool quiet = false;
 };
 
-// A numeric option points into a settings object, so --help can read its default from a
-// default-constructed one: the library's defaults are written down only in parameters.hpp.
+// A numeric option points into a settings object, so --help reads its default from a
+// default-constructed one: the library's defaults stay written only in parameters.hpp.
 struct numeric_option {
-  std::string_view name, unit, help;
+  std::string_view name, metavar, unit, help;
   std::uint64_t min, max;
   std::variant<std::uint16_t*, std::uint32_t*, std::uint64_t*> target;
 };
 
 std::vector<numeric_option> numeric_options(settings& s) {
+  constexpr std::uint64_t u16 = 0xffff, u32 = 0xffffffff;
   auto& p = s.params;
   return {
-      {"--file-size", "bytes", "size of the generated file (ignored with --file)", 1, 0xffffffff, &s.file_size},
-      {"--messages", "messages", "upper-layer messages sent in each direction", 1, 0xffffffff, &s.messages},
-      {"--max-message", "bytes", "largest message; sizes mix 1 byte up to this, both included", 1, 0xffffffff,
+      {"--file-size", "BYTES", "bytes", "size of the generated file (ignored with --file)", 1, u32, &s.file_size},
+      {"--messages", "N", "messages", "upper-layer messages sent in each direction", 1, u32, &s.messages},
+      {"--max-message", "BYTES", "bytes", "largest message; sizes mix 1 byte up to this, both included", 1, u32,
        &s.max_message},
-      {"--send-credits", "credits", "send credit target (credits we ask the peer for)", 1, 0xffff, &p.send_credit_target},
-      {"--receive-credits", "credits", "receive credit max (receives posted at once)", 1, 0xffff, &p.receive_credit_max},
-      {"--max-send-size", "bytes", "preferred size of one sent message, header included", smbdirect::min_receive_size,
-       0xffffffff, &p.max_send_size},
-      {"--max-receive-size", "bytes", "largest single message accepted (receive buffer size)",
-       smbdirect::min_receive_size, 0xffffffff, &p.max_receive_size},
-      {"--max-fragmented-size", "bytes", "largest reassembled upper-layer message accepted",
-       smbdirect::min_fragmented_size, 0xffffffff, &p.max_fragmented_size},
-      {"--max-read-write-size", "bytes", "most bytes one RDMA read or write may move", 1, 0xffffffff,
+      {"--send-credits", "N", "credits", "send credit target: credits we ask the peer to grant", 1, u16,
+       &p.send_credit_target},
+      {"--receive-credits", "N", "credits", "receive credit max: receives posted (credits granted) at once", 1, u16,
+       &p.receive_credit_max},
+      {"--max-send-size", "BYTES", "bytes", "preferred size of one sent message, 24-byte header included",
+       smbdirect::min_receive_size, u32, &p.max_send_size},
+      {"--max-receive-size", "BYTES", "bytes", "largest single message accepted (each receive buffer's size)",
+       smbdirect::min_receive_size, u32, &p.max_receive_size},
+      {"--max-fragmented-size", "BYTES", "bytes", "largest reassembled upper-layer message accepted",
+       smbdirect::min_fragmented_size, u32, &p.max_fragmented_size},
+      {"--max-read-write-size", "BYTES", "bytes", "most bytes one RDMA read or write may move", 1, u32,
        &p.max_read_write_size},
-      {"--keepalive-ms", "ms", "idle time before a keepalive is sent; 0 disables keepalives", 0, 0xffffffff,
+      {"--keepalive-ms", "MS", "ms", "idle time before a keepalive is sent; 0 disables keepalives", 0, u32,
        &s.keepalive_ms},
   };
-}
-
-std::uint64_t value_of(const numeric_option& o) {
-  return std::visit([](auto* t) -> std::uint64_t { return *t; }, o.target);
 }
 
 void print_usage() {
   std::printf(
       "usage: smbdirect_demo [options]\n\n"
-      "Runs both ends of an SMB Direct connection in one process: sends messages both ways at\n"
-      "once, then RDMA-writes a file into the server's memory and reads it back, verifying every\n"
-      "byte. Exit status: 0 verified, 1 error or mismatch, 2 bad usage.\n\n"
-      "  --help                   print this help and exit\n"
-      "  --transport NAME         transport to use; only \"loopback\" exists (default: loopback)\n"
-      "  --file PATH              file to move by RDMA, 1 byte to 4 GiB - 1\n"
-      "                           (default: generated pseudo-random bytes, see --file-size)\n"
-      "  --quiet                  print only the final \"verified:\" line and errors; no progress bar\n");
+      "Runs both ends of an SMB Direct connection in one process: sends messages both ways at once,\n"
+      "then RDMA-writes a file into the server's memory and reads it back, verifying every byte.\n"
+      "Exit status: 0 verified, 1 error or mismatch, 2 bad usage. Options also accept --name=value.\n\n"
+      "  --help                      print this help and exit\n"
+      "  --quiet                     print only the final \"verified:\" line and errors; no progress bar\n"
+      "  --transport NAME            transport to run over; only \"loopback\" exists (default: loopback)\n"
+      "  --file PATH                 file to move by RDMA, 1 byte to 4 GiB - 1\n"
+      "                              (default: generated pseudo-random bytes, see --file-size)\n");
   settings defaults;
   for (const auto& o : numeric_options(defaults)) {
-    const std::string flag = std::string(o.name) + " " + (o.unit == "ms" ? "MS" : o.unit == "bytes" ? "BYTES" : "N");
-    std::printf("  %-24s %.*s\n", flag.c_str(), static_cast<int>(o.help.size()), o.help.data());
-    std::printf("  %-24s (default: %llu %.*s; range %llu..%llu)\n", "",
-                static_cast<unsigned long long>(value_of(o)), static_cast<int>(o.unit.size()), o.unit.data(),
-                static_cast<unsigned long long>(o.min), static_cast<unsigned long long>(o.max));
+    const std::string flag = std::string(o.name) + " " + std::string(o.metavar);
+    const ull value = std::visit([](auto* t) -> ull { return *t; }, o.target);
+    std::printf("  %-27s %.*s\n", flag.c_str(), static_cast<int>(o.help.size()), o.help.data());
+    std::printf("  %-27s (default: %llu %.*s; range %llu..%llu)\n", "", value, static_cast<int>(o.unit.size()),
+                o.unit.data(), ull(o.min), ull(o.max));
   }
 }
 
@@ -115,26 +115,23 @@ std::optional<std::uint64_t> parse_number(std::string_view text) {
   return v;
 }
 
-// Returns an error message, or nothing when `s` is ready to use. Accepts "--name value" and
-// "--name=value".
+// Returns an error message, or nothing when `s` is ready to use.
 std::optional<std::string> parse_args(int argc, char** argv, settings& s, bool& help) {
   auto table = numeric_options(s);
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     std::optional<std::string_view> value;
-    if (const auto eq = arg.find('='); eq != std::string_view::npos) value = arg.substr(eq + 1), arg = arg.substr(0, eq);
+    if (const auto eq = arg.find('='); eq != arg.npos) value = arg.substr(eq + 1), arg = arg.substr(0, eq);
     if (arg == "--help" || arg == "--quiet") {
       if (value) return std::string(arg) + " takes no value";
       (arg == "--help" ? help : s.quiet) = true;
       continue;
     }
-    const auto numeric = std::find_if(table.begin(), table.end(), [&](const auto& t) { return t.name == arg; });
+    const auto numeric = std::find_if(table.begin(), table.end(), [&](const auto& o) { return o.name == arg; });
     if (arg != "--transport" && arg != "--file" && numeric == table.end())
       return "unknown option " + std::string(arg) + " (see --help)";
-    if (!value) {
-      if (i + 1 == argc) return std::string(arg) + " needs a value (see --help)";
-      value = argv[++i];
-    }
+    if (!value && i + 1 == argc) return std::string(arg) + " needs a value (see --help)";
+    if (!value) value = argv[++i];
     if (arg == "--transport") {
       s.transport = *value;
       if (s.transport != "loopback") return "unknown transport \"" + s.transport + "\" (available: loopback)";
@@ -149,19 +146,24 @@ std::optional<std::string> parse_args(int argc, char** argv, settings& s, bool& 
     }
   }
   s.params.keepalive_interval = smbdirect::milliseconds(s.keepalive_ms);
+  // Both ends use these parameters, so the peer's MaxFragmentedSize is ours. A message above it
+  // would fail only its send (message_too_large) and leave the receiver waiting.
+  if (s.max_message > s.params.max_fragmented_size)
+    return "--max-message " + std::to_string(s.max_message) + " exceeds --max-fragmented-size " +
+           std::to_string(s.params.max_fragmented_size);
   return std::nullopt;
 }
 
 // ------------------------------------------------------------------------------ test data
 
-std::uint64_t mix(std::uint64_t x) {  // splitmix64's finalizer: cheap, well spread
+std::uint64_t mix(std::uint64_t x) {  // splitmix64's finalizer: cheap and well spread
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
 }
 
-// Message `index` of `count` in `direction`: the first is 1 byte and the last `max`, so both
-// limits are always exercised; the rest are log-uniform, so small and large sizes are alike.
+// Message `index` of `count`: the first is 1 byte and the last `max`, so both limits are always
+// exercised; the others are log-uniform, so tiny, one-fragment and many-fragment sizes all occur.
 std::size_t message_size(int direction, std::uint64_t index, std::uint64_t count, std::uint64_t max) {
   if (index + 1 == count) return max;
   if (index == 0) return 1;
@@ -171,7 +173,7 @@ std::size_t message_size(int direction, std::uint64_t index, std::uint64_t count
 }
 
 // Content depends on (direction, index, position): a message delivered to the wrong side, out
-// of order or shifted by a byte fails verification.
+// of order, or with a fragment lost or shifted fails verification.
 void fill_pattern(std::span<std::byte> out, int direction, std::uint64_t index) {
   const std::uint64_t seed = mix(index * 2 + static_cast<std::uint64_t>(direction) + 1);
   std::uint64_t word = 0;
@@ -188,18 +190,18 @@ std::uint64_t count_differences(std::span<const std::byte> a, std::span<const st
   return n;
 }
 
-// Loads the file to move, or generates it. Returns an error message on failure.
+// Reads --file, or generates the bytes. Returns an error message on failure.
 std::optional<std::string> load_file(const settings& s, std::vector<std::byte>& out) {
   if (s.file.empty()) {
     out.resize(s.file_size);
-    std::mt19937_64 rng(2024);  // fixed seed: runs are reproducible
+    std::mt19937_64 rng(2024);  // fixed seed: every run moves the same bytes
     for (std::size_t i = 0; i < out.size(); i += 8) {
       const std::uint64_t r = rng();
       std::memcpy(out.data() + i, &r, std::min<std::size_t>(8, out.size() - i));
     }
     return std::nullopt;
   }
-  // The whole file becomes one registered region: 1 byte to 4 GiB - 1 (a 32-bit length).
+  // The file becomes one registered region, whose length field is 32 bits and must not be 0.
   std::error_code ec;
   if (!std::filesystem::is_regular_file(s.file, ec)) return "\"" + s.file + "\" is missing or not a regular file";
   const std::uintmax_t size = std::filesystem::file_size(s.file, ec);
@@ -211,17 +213,9 @@ std::optional<std::string> load_file(const settings& s, std::vector<std::byte>& 
   return std::nullopt;
 }
 
-std::string describe_size(std::uint64_t bytes) {
-  if (bytes % mib == 0) return std::to_string(bytes / mib) + " MiB";
-  if (bytes % 1024 == 0) return std::to_string(bytes / 1024) + " KiB";
-  return std::to_string(bytes) + " bytes";
-}
-
 double seconds_since(clock_type::time_point start) {
   return std::max(1e-9, std::chrono::duration<double>(clock_type::now() - start).count());
 }
-
-double mib_per_s(std::uint64_t bytes, double seconds) { return static_cast<double>(bytes) / mib / seconds; }
 
 // ------------------------------------------------------------------------------ phases
 
@@ -235,6 +229,14 @@ struct outcome {
 };
 
 outcome failed(std::error_code ec, std::string where) { return {ec, std::move(where)}; }
+
+// A failed step can leave its connection up (e.g. a refused registration) while the peer waits
+// for a message that will never come; closing turns that wait into an error instead of a hang.
+asio::awaitable<outcome> or_close(connection& c, asio::awaitable<outcome> step) {
+  outcome r = co_await std::move(step);
+  if (r.ec) co_await c.async_close(use_tuple);
+  co_return r;
+}
 
 asio::awaitable<outcome> negotiate(connection& c, bool active) {
   if (active) {
@@ -271,7 +273,7 @@ asio::awaitable<outcome> receive_messages(connection& c, std::string who, int di
   co_return r;
 }
 
-// Redraws one line on stderr whenever the whole percentage changes.
+// Redraws one stderr line whenever the whole percentage changes.
 struct progress_bar {
   bool enabled;
   const char* label;
@@ -281,33 +283,34 @@ struct progress_bar {
     const int percent = static_cast<int>(done * 100 / total);
     if (!enabled || percent == shown) return;
     shown = percent;
-    const std::string bar = std::string(static_cast<std::size_t>(percent * 40 / 100), '#') +
-                            std::string(static_cast<std::size_t>(40 - percent * 40 / 100), '.');
+    const auto filled = static_cast<std::size_t>(percent * 40 / 100);
+    const std::string bar = std::string(filled, '#') + std::string(40 - filled, '.');
     std::fprintf(stderr, "\r%-10s [%s] %3d%%%s", label, bar.c_str(), percent, done == total ? "\n" : "");
   }
 };
 
-// Moves `local` to or from the peer's region in chunks the peer accepts (max_read_write_size),
-// addressing each chunk by its offset into the one remote descriptor.
+// Moves `local` to (Write) or from the peer's region in chunks of at most the negotiated
+// MaxReadWriteSize, each addressed by its offset into the one remote descriptor.
 template <bool Write, class Bytes>
-asio::awaitable<std::error_code> rdma_transfer(connection& c, Bytes local, const smbdirect::wire::buffer_descriptor_v1& remote,
-                                               progress_bar bar) {
+asio::awaitable<std::error_code> rdma_transfer(connection& c, Bytes local,
+                                               const smbdirect::wire::buffer_descriptor_v1& remote, progress_bar bar) {
   const std::size_t chunk = c.negotiated().max_read_write_size;
   for (std::size_t offset = 0; offset < local.size(); offset += chunk) {
     const auto part = asio::buffer(local.data() + offset, std::min(chunk, local.size() - offset));
     std::tuple<std::error_code, std::size_t> done;
     if constexpr (Write) done = co_await c.async_rdma_write(part, std::span(&remote, 1), use_tuple, offset);
-    else done = co_await c.async_rdma_read(part, std::span(&remote, 1), use_tuple, offset);
+    if constexpr (!Write) done = co_await c.async_rdma_read(part, std::span(&remote, 1), use_tuple, offset);
     if (auto ec = std::get<0>(done)) co_return ec;
     bar.update(offset + std::get<1>(done));
   }
   co_return std::error_code{};
 }
 
-// Client side: learn where the server's buffer is, write the file there, read it back.
+// Client: learn where the server's buffer is, write the file there, read it back, compare.
 asio::awaitable<outcome> rdma_client(connection& c, std::span<const std::byte> file, bool show_progress) {
   std::vector<std::byte> message;
-  if (auto [ec, n] = co_await c.async_receive(message, use_tuple); ec) co_return failed(ec, "client receive descriptor");
+  if (auto [ec, n] = co_await c.async_receive(message, use_tuple); ec)
+    co_return failed(ec, "client receive descriptor");
   smbdirect::wire::buffer_descriptor_v1 remote;
   if (auto ec = smbdirect::wire::decode(message, remote)) co_return failed(ec, "client decode descriptor");
 
@@ -324,25 +327,26 @@ asio::awaitable<outcome> rdma_client(connection& c, std::span<const std::byte> f
   r.read_seconds = seconds_since(start);
   r.mismatches = count_differences(file, back);
 
-  // The server must keep the buffer registered until we are done with it.
+  // The server keeps its buffer registered until we say we are done with it.
   const std::array done{std::byte{'d'}, std::byte{'o'}, std::byte{'n'}, std::byte{'e'}};
   if (auto [ec, n] = co_await c.async_send(asio::buffer(done), use_tuple); ec) co_return failed(ec, "client send done");
-  r.bytes = file.size();
   co_return r;
 }
 
-// Server side: expose a buffer for the client's RDMA, as an SMB2 READ/WRITE would.
-asio::awaitable<outcome> rdma_server(connection& c, std::size_t size, std::span<const std::byte> file) {
-  std::vector<std::byte> target(size);
+// Server: expose a buffer of the file's size (known out of band here; an SMB2 WRITE request
+// would carry it) for the client's RDMA, then check what landed in it.
+asio::awaitable<outcome> rdma_server(connection& c, std::span<const std::byte> file) {
+  std::vector<std::byte> target(file.size());
   auto [rec, reg] = c.register_buffer(asio::buffer(target), smbdirect::access::remote_read_write);
   if (rec) co_return failed(rec, "server register_buffer");
   std::array<std::byte, smbdirect::wire::buffer_descriptor_v1::size> descriptor;
   if (auto ec = smbdirect::wire::encode(reg.descriptor, descriptor)) co_return failed(ec, "server encode descriptor");
-  if (auto [ec, n] = co_await c.async_send(asio::buffer(descriptor), use_tuple); ec) co_return failed(ec, "server send descriptor");
+  if (auto [ec, n] = co_await c.async_send(asio::buffer(descriptor), use_tuple); ec)
+    co_return failed(ec, "server send descriptor");
   std::vector<std::byte> message;
   if (auto [ec, n] = co_await c.async_receive(message, use_tuple); ec) co_return failed(ec, "server receive done");
   if (auto ec = c.deregister_buffer(reg)) co_return failed(ec, "server deregister_buffer");
-  // Checked here too: a read-back alone could not tell a lost write from a lost read.
+  // Checked here too: the client's read-back alone cannot tell a lost write from a lost read.
   outcome r;
   r.mismatches = count_differences(target, file);
   co_return r;
@@ -350,10 +354,7 @@ asio::awaitable<outcome> rdma_server(connection& c, std::size_t size, std::span<
 
 // ------------------------------------------------------------------------------ report
 
-template <class T>
-void row(const char* name, T client, T server) {
-  std::printf("  %-28s %14llu %14llu\n", name, static_cast<unsigned long long>(client), static_cast<unsigned long long>(server));
-}
+void row(const char* name, ull client, ull server) { std::printf("  %-28s %14llu %14llu\n", name, client, server); }
 
 void print_negotiated(const smbdirect::negotiated_parameters& c, const smbdirect::negotiated_parameters& s) {
   std::printf("%-30s %14s %14s\n", "negotiated", "client", "server");
@@ -389,68 +390,69 @@ void print_stats(const smbdirect::statistics& c, const smbdirect::statistics& s)
   row("errors", c.errors, s.errors);
 }
 
-int report_error(const outcome& o) {
-  std::fprintf(stderr, "error: %s: %s\n", o.where.c_str(), o.ec.message().c_str());
-  return 1;
+void print_rate(const char* phase, std::uint64_t bytes, double seconds) {
+  std::printf("%-21s %9llu bytes in %.3f s: %.1f MiB/s\n", phase, ull(bytes), seconds,
+              static_cast<double>(bytes) / mib / seconds);
+}
+
+// Prints every failed step (the root cause and its echo at the peer); true if there was one.
+bool any_failed(std::initializer_list<const outcome*> steps) {
+  bool any = false;
+  for (const outcome* o : steps) {
+    if (!o->ec) continue;
+    std::fprintf(stderr, "error: %s: %s\n", o->where.c_str(), o->ec.message().c_str());
+    any = true;
+  }
+  return any;
 }
 
 // ------------------------------------------------------------------------------ main flow
 
 asio::awaitable<int> run(const settings& s, std::span<const std::byte> file, connection& client, connection& server) {
   const bool verbose = !s.quiet;
-  // Accept first: it posts the server's first receive, and a Negotiate Request arriving
-  // before that fails with receiver_not_ready, as on RDMA hardware (rnr_retry_count 0).
+  // Accept first: it posts the server's first receive, and a Negotiate Request arriving before
+  // that fails with receiver_not_ready, as on RDMA hardware (rnr_retry_count 0).
   auto [accepted, connected] = co_await (negotiate(server, false) && negotiate(client, true));
-  if (accepted.ec) co_return report_error(accepted);  // the passive side knows why, if it failed
-  if (connected.ec) co_return report_error(connected);
+  if (any_failed({&accepted, &connected})) co_return 1;
   if (verbose) print_negotiated(client.negotiated(), server.negotiated());
-  // Checked up front: message_too_large fails only the send, and the peer would wait forever.
-  const std::uint64_t limit = std::min(client.negotiated().max_fragmented_send_size, server.negotiated().max_fragmented_send_size);
-  if (s.max_message > limit) {
-    std::fprintf(stderr, "error: --max-message %llu exceeds the negotiated max_fragmented_send_size %llu\n",
-                 static_cast<unsigned long long>(s.max_message), static_cast<unsigned long long>(limit));
-    co_return 2;
-  }
 
   // Both directions at once: each side sends while it receives.
   auto start = clock_type::now();
   auto [c_sent, c_got, s_sent, s_got] =
-      co_await (send_messages(client, "client", 0, s) && receive_messages(client, "client", 1, s) &&
-                send_messages(server, "server", 1, s) && receive_messages(server, "server", 0, s));
+      co_await (or_close(client, send_messages(client, "client", 0, s)) &&
+                or_close(client, receive_messages(client, "client", 1, s)) &&
+                or_close(server, send_messages(server, "server", 1, s)) &&
+                or_close(server, receive_messages(server, "server", 0, s)));
   const double message_seconds = seconds_since(start);
-  for (const outcome* o : {&c_sent, &c_got, &s_sent, &s_got})
-    if (o->ec) co_return report_error(*o);
-  const std::uint64_t message_mismatches = c_got.mismatches + s_got.mismatches;
-  const std::uint64_t message_bytes = c_sent.bytes + s_sent.bytes;
+  if (any_failed({&c_sent, &c_got, &s_sent, &s_got})) co_return 1;
 
   const bool show_progress = verbose && ::isatty(2);
-  auto [rdma, exposed] = co_await (rdma_client(client, file, show_progress) && rdma_server(server, file.size(), file));
-  if (exposed.ec) co_return report_error(exposed);
-  if (rdma.ec) co_return report_error(rdma);
+  auto [rdma, exposed] = co_await (or_close(client, rdma_client(client, file, show_progress)) &&
+                                   or_close(server, rdma_server(server, file)));
+  if (any_failed({&rdma, &exposed})) co_return 1;
 
   if (verbose) {
-    std::printf("messages: %llu bytes both ways in %.3f s: %.1f MiB/s\n", static_cast<unsigned long long>(message_bytes),
-                message_seconds, mib_per_s(message_bytes, message_seconds));
-    std::printf("RDMA write: %zu bytes in %.3f s: %.1f MiB/s\n", file.size(), rdma.write_seconds,
-                mib_per_s(file.size(), rdma.write_seconds));
-    std::printf("RDMA read: %zu bytes in %.3f s: %.1f MiB/s\n", file.size(), rdma.read_seconds,
-                mib_per_s(file.size(), rdma.read_seconds));
+    print_rate("messages, both ways:", c_sent.bytes + s_sent.bytes, message_seconds);
+    print_rate("RDMA write:", file.size(), rdma.write_seconds);
+    print_rate("RDMA read:", file.size(), rdma.read_seconds);
     print_stats(client.stats(), server.stats());
   }
-  if (message_mismatches || rdma.mismatches || exposed.mismatches) {
-    std::fprintf(stderr, "error: verification failed: %llu messages differ, %llu bytes differ after RDMA read, %llu in the server's buffer\n",
-                 static_cast<unsigned long long>(message_mismatches), static_cast<unsigned long long>(rdma.mismatches),
-                 static_cast<unsigned long long>(exposed.mismatches));
+  if (c_got.mismatches || s_got.mismatches || rdma.mismatches || exposed.mismatches) {
+    std::fprintf(stderr,
+                 "error: verification failed: %llu messages differ, %llu bytes read back differ, "
+                 "%llu bytes in the server's buffer differ\n",
+                 ull(c_got.mismatches + s_got.mismatches), ull(rdma.mismatches), ull(exposed.mismatches));
     co_return 1;
   }
-  std::printf("verified: %llu messages each way, %zu bytes by RDMA write and read back\n",
-              static_cast<unsigned long long>(s.messages), file.size());
+  std::printf("verified: %llu messages each way, %zu bytes by RDMA write and read back\n", ull(s.messages),
+              file.size());
 
-  if (auto [ec] = co_await client.async_close(use_tuple); ec) co_return report_error(failed(ec, "client close"));
+  auto [client_closed] = co_await client.async_close(use_tuple);
   // SMB Direct has no close message: the server may already have seen the client disconnect.
-  auto [ec] = co_await server.async_close(use_tuple);
-  if (ec && ec != smbdirect::errc::peer_disconnected) co_return report_error(failed(ec, "server close"));
-  co_return 0;
+  auto [server_closed] = co_await server.async_close(use_tuple);
+  if (server_closed == smbdirect::errc::peer_disconnected) server_closed = {};
+  const outcome c_close = failed(client_closed, "client close"), s_close = failed(server_closed, "server close");
+  co_return any_failed({&c_close, &s_close}) ? 1 : 0;
 }
 
 }  // namespace
@@ -458,24 +460,26 @@ asio::awaitable<int> run(const settings& s, std::span<const std::byte> file, con
 int main(int argc, char** argv) {
   settings s;
   bool help = false;
-  if (auto problem = parse_args(argc, argv, s, help)) {
-    std::fprintf(stderr, "smbdirect_demo: %s\n", problem->c_str());
-    return 2;
-  }
-  if (help) {
+  std::vector<std::byte> file;
+  auto problem = parse_args(argc, argv, s, help);
+  if (!problem && help) {
     print_usage();
     return 0;
   }
-  std::vector<std::byte> file;
-  if (auto problem = load_file(s, file)) {
+  if (!problem) problem = load_file(s, file);
+  if (problem) {
     std::fprintf(stderr, "smbdirect_demo: %s\n", problem->c_str());
     return 2;
   }
   if (!s.quiet) {
-    std::printf("transport: %s, %llu messages each way, 1 to %llu bytes\n", s.transport.c_str(),
-                static_cast<unsigned long long>(s.messages), static_cast<unsigned long long>(s.max_message));
-    if (s.file.empty()) std::printf("file: generated %s of pseudo-random bytes\n", describe_size(file.size()).c_str());
-    else std::printf("file: %s (%zu bytes)\n", s.file.c_str(), file.size());
+    std::printf("transport: %s, %llu messages each way of 1 to %llu bytes\n", s.transport.c_str(), ull(s.messages),
+                ull(s.max_message));
+    if (!s.file.empty())
+      std::printf("file: %s, %zu bytes\n", s.file.c_str(), file.size());
+    else if (s.file_size % mib == 0)
+      std::printf("file: generated %llu MiB of pseudo-random bytes\n", ull(s.file_size / mib));
+    else
+      std::printf("file: generated %llu pseudo-random bytes\n", ull(s.file_size));
   }
 
   asio::io_context io;
@@ -485,7 +489,7 @@ int main(int argc, char** argv) {
   asio::co_spawn(io, run(s, file, client, server), [&](std::exception_ptr thrown, int result) {
     if (thrown) std::fprintf(stderr, "error: internal: unexpected exception\n");
     status = thrown ? 1 : result;
-    io.stop();  // on an early return the connections are still up and would keep io busy
+    io.stop();  // after an early return the connections are still up and would keep io.run() going
   });
   io.run();
   return status;

@@ -21,17 +21,34 @@ struct pair_fixture {
 TEST_CASE("a send with no posted receive is RNR and both queue pairs enter the error state") {
   pair_fixture f;
   f.a->post_receives(2);
+  f.b->post_receives(1);
+  CHECK_FALSE(f.a->send(pattern(10, 1)));  // consumes b's only receive
   CHECK_FALSE(f.a->send(pattern(10, 1)));
   f.a->drain();
   f.b->drain();
-  REQUIRE(f.a->statuses.size() == 3);
-  CHECK(f.a->statuses[0] == errc::receiver_not_ready);
-  CHECK(f.a->statuses[1] == errc::work_request_flushed);  // a's posted receives
-  CHECK(f.a->statuses[2] == errc::work_request_flushed);
+  REQUIRE(f.a->statuses.size() == 4);
+  CHECK_FALSE(f.a->statuses[0]);
+  CHECK(f.a->statuses[1] == errc::receiver_not_ready);
+  CHECK(f.a->statuses[2] == errc::work_request_flushed);  // a's posted receives
+  CHECK(f.a->statuses[3] == errc::work_request_flushed);
   CHECK_FALSE(f.b->send(pattern(1, 1)));
   f.b->drain();
-  REQUIRE(f.b->statuses.size() == 1);
-  CHECK(f.b->statuses[0] == errc::work_request_flushed);
+  REQUIRE(f.b->statuses.size() == 2);
+  CHECK_FALSE(f.b->statuses[0]);  // the receive of a's first send
+  CHECK(f.b->statuses[1] == errc::work_request_flushed);
+}
+
+TEST_CASE("SENDs toward a side that has not posted any receive yet wait for it (establishment)") {
+  pair_fixture f;
+  CHECK_FALSE(f.a->send(pattern(7, 1)));
+  f.a->drain();
+  CHECK(f.a->statuses.empty());
+  f.b->post_receives(1);
+  f.a->drain();
+  f.b->drain();
+  CHECK(f.a->statuses.size() == 1);
+  REQUIRE(f.b->received.size() == 1);
+  CHECK(f.b->received[0] == pattern(7, 1));
 }
 
 TEST_CASE("a message longer than the posted receive is a length error on both sides") {

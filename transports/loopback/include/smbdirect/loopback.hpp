@@ -3,6 +3,9 @@
 // nothing else. Tests run the engine on it; a raw endpoint doubles as a scripted peer.
 //
 // Semantics (as rdma-core RC with rnr_retry_count 0):
+// - Establishment: an endpoint counts as accepted once it posts its first receive (a passive
+//   RDMA CM side posts receives before rdma_accept). SENDs posted toward an endpoint that has
+//   not yet been accepted wait for that moment, as an active side waits for ESTABLISHED.
 // - SEND consumes the peer's oldest posted receive; none posted: the sender's completion is
 //   receiver_not_ready and both queue pairs enter the error state.
 // - A message longer than that receive buffer: the receiver's completion is
@@ -28,6 +31,7 @@
 #include <optional>
 #include <random>
 #include <span>
+#include <tuple>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -80,6 +84,9 @@ struct side_state {
   std::unordered_map<std::uint32_t, region> regions;  // ours, for the peer to access
   std::uint64_t sends = 0;
   bool endpoint_alive = true;
+  bool accepted = false;  // posted a receive: the connection is established toward this side
+  // SENDs posted toward this side before it was accepted: {wr_id, gather, invalidate}.
+  std::deque<std::tuple<std::uint64_t, std::vector<asio::const_buffer>, std::uint32_t>> early_sends;
 };
 
 class fabric : public std::enable_shared_from_this<fabric> {
@@ -103,6 +110,12 @@ class fabric : public std::enable_shared_from_this<fabric> {
     if (op.fail) return fail_locked(me, {wr_id, work_opcode::receive, errc::injected_fault});
     if (error_) return complete_locked(me, {wr_id, work_opcode::receive, errc::work_request_flushed});
     side_[me].receives.emplace_back(wr_id, buf);
+    side_[me].accepted = true;
+    while (!side_[me].early_sends.empty() && !error_) {  // the peer's SENDs that waited for us
+      auto [id, gather, invalidate] = std::move(side_[me].early_sends.front());
+      side_[me].early_sends.pop_front();
+      deliver_locked(1 - me, id, gather, invalidate);
+    }
     return {};
   }
 
@@ -113,6 +126,15 @@ class fabric : public std::enable_shared_from_this<fabric> {
     if (op.refused) return errc::injected_fault;
     if (op.fail) return fail_locked(me, {wr_id, work_opcode::send, errc::injected_fault});
     if (error_) return complete_locked(me, {wr_id, work_opcode::send, errc::work_request_flushed});
+    if (!side_[1 - me].accepted) {
+      side_[1 - me].early_sends.emplace_back(wr_id, std::vector<asio::const_buffer>(gather.begin(), gather.end()), invalidate);
+      return {};
+    }
+    return deliver_locked(me, wr_id, gather, invalidate);
+  }
+
+  std::error_code deliver_locked(int me, std::uint64_t wr_id, std::span<const asio::const_buffer> gather,
+                                 std::uint32_t invalidate) {
     auto& peer = side_[1 - me];
     if (peer.receives.empty()) return fail_locked(me, {wr_id, work_opcode::send, errc::receiver_not_ready});
     const auto [recv_id, recv_buf] = peer.receives.front();
@@ -244,6 +266,9 @@ class fabric : public std::enable_shared_from_this<fabric> {
   void enter_error_locked() {
     error_ = true;
     for (int s = 0; s < 2; ++s) {
+      for (auto& early : side_[s].early_sends)
+        side_[1 - s].cq.push_back({std::get<0>(early), work_opcode::send, errc::work_request_flushed});
+      side_[s].early_sends.clear();
       for (auto& [id, buf] : side_[s].receives) side_[s].cq.push_back({id, work_opcode::receive, errc::work_request_flushed});
       side_[s].receives.clear();
       side_[s].regions.clear();
