@@ -118,13 +118,13 @@ TEST_CASE("3.1.4.2: MaxFragmentedSendSize is accepted, one byte more is a local 
   CHECK_FALSE(after->first);
 }
 
-TEST_CASE("an empty upper-layer message is one 20-byte message") {
+TEST_CASE("an empty upper-layer message is refused: on the wire it would be a credit-only message") {
   fixture f;
   auto r = f.send({});
   REQUIRE(r);
-  CHECK_FALSE(r->first);
-  CHECK(f.headers().size() == 2);
-  CHECK(f.peer->received[2].size() == 20);
+  CHECK(r->first == errc::empty_message);
+  CHECK(f.headers().size() == 1);  // nothing sent
+  CHECK_FALSE(f.client->error());
 }
 
 TEST_CASE("3.1.5.1: the last credit is kept for a message that grants credits") {

@@ -125,11 +125,11 @@ class connection {
                           [](engine_type& e) { return e.negotiate(role::passive); });
   }
 
-  /// Sends one upper-layer message made of `buffers` (a ConstBufferSequence, 0 bytes to
+  /// Sends one upper-layer message made of `buffers` (a ConstBufferSequence, 1 byte to
   /// MaxFragmentedSendSize), fragmented to MaxSendSize ([MS-SMBD] 3.1.4.2, 3.1.5.4). The
   /// bytes are read in place: keep them valid until completion. Completes once every fragment
-  /// has been sent. Errors: message_too_large (the connection stays up), not_connected, or the
-  /// connection's terminal error.
+  /// has been sent. Errors: message_too_large or empty_message (the connection stays up),
+  /// not_connected, or the connection's terminal error.
   template <class ConstBufferSequence, class Token>
   auto async_send(const ConstBufferSequence& buffers, Token&& token) {
     auto pieces = detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers);

@@ -45,6 +45,7 @@ enum class errc {
   injected_fault,                 ///< A fault injected by a test transport (loopback fault_plan).
   // --- Local usage errors; only the operation fails. ---
   message_too_large,              ///< Upper-layer message exceeds MaxFragmentedSendSize. 3.1.4.2
+  empty_message,                  ///< Upper-layer message of 0 bytes: on the wire it is a credit-only message. 3.1.5.4
   buffer_too_small,               ///< An encode target span is smaller than the structure.
   invalid_argument,               ///< An argument is out of its documented range.
   rdma_too_large,                 ///< An RDMA read/write exceeds MaxReadWriteSize or the descriptors' total length.
@@ -101,6 +102,7 @@ class error_category_impl final : public std::error_category {
       case errc::transport_failure: return "transport failure";
       case errc::injected_fault: return "injected fault";
       case errc::message_too_large: return "message larger than MaxFragmentedSendSize";
+      case errc::empty_message: return "an upper-layer message needs at least 1 byte";
       case errc::buffer_too_small: return "buffer too small for the structure";
       case errc::invalid_argument: return "invalid argument";
       case errc::rdma_too_large: return "RDMA transfer larger than MaxReadWriteSize or the descriptors";

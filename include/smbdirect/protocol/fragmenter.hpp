@@ -19,10 +19,12 @@ struct fragment {
 
 class fragmenter {
  public:
-  /// Errors: message_too_large (total > MaxFragmentedSendSize, 3.1.4.2), invalid_argument
-  /// (max_send_size leaves no room for payload).
+  /// Errors: message_too_large (total > MaxFragmentedSendSize, 3.1.4.2), empty_message (0
+  /// bytes: on the wire it would be a credit-only message, which the peer does not deliver),
+  /// invalid_argument (max_send_size leaves no room for payload).
   static std::error_code check(std::size_t total, std::uint32_t max_send_size,
                                std::uint32_t max_fragmented_send_size) noexcept {
+    if (total == 0) return errc::empty_message;
     if (total > max_fragmented_send_size) return errc::message_too_large;
     if (max_send_size <= wire::data_transfer_header::payload_offset) return errc::invalid_argument;
     return {};
@@ -31,8 +33,8 @@ class fragmenter {
   fragmenter(std::uint32_t total, std::uint32_t max_send_size) noexcept
       : total_(total), per_fragment_(max_send_size - static_cast<std::uint32_t>(wire::data_transfer_header::payload_offset)) {}
 
-  /// Number of messages the upper-layer message takes (an empty message takes one).
-  std::uint32_t count() const noexcept { return total_ == 0 ? 1 : (total_ + per_fragment_ - 1) / per_fragment_; }
+  /// Number of messages the upper-layer message takes; total > 0.
+  std::uint32_t count() const noexcept { return (total_ + per_fragment_ - 1) / per_fragment_; }
 
   /// The i-th fragment, 0 <= i < count().
   fragment at(std::uint32_t i) const noexcept {
