@@ -2,7 +2,7 @@
 // the virtual clock: minutes of protocol time run in microseconds.
 #include <doctest/doctest.h>
 
-#include "support/harness.hpp"
+#include "support/client_session.hpp"
 
 using namespace smbdirect;
 using namespace smbdirect::test;
@@ -11,23 +11,10 @@ using namespace std::chrono_literals;
 namespace {
 
 // Our client, negotiated with a raw server that answers keepalives only when told to.
-struct fixture {
-  driver d;
-  std::optional<loopback_connection> client;
-  std::optional<raw_peer> peer;
+struct fixture : client_session {
   std::size_t seen = 0;
 
-  explicit fixture(parameters p = {}) {
-    auto [a, b] = loopback::make_pair(d.io.get_executor(), d.io.get_executor());
-    client.emplace(std::move(a), p, &d.clock);
-    peer.emplace(std::move(b));
-    peer->post_receives(300);
-    std::optional<std::error_code> connected;
-    client->async_connect([&](std::error_code ec) { connected = ec; });
-    d.settle();
-    REQUIRE_FALSE(peer->send(encode_response(good_response())));
-    REQUIRE(d.run_until([&] { return connected.has_value(); }));
-    d.settle();
+  explicit fixture(parameters p = {}) : client_session(good_response(), p) {
     next_messages();  // the request and the initial grant
   }
 
@@ -41,13 +28,7 @@ struct fixture {
     return out;
   }
 
-  void reply() {
-    wire::data_transfer_header h;
-    h.credits_requested = 255;
-    h.credits_granted = 1;
-    REQUIRE_FALSE(peer->send(encode_data(h)));
-    d.settle();
-  }
+  void reply() { peer_sends(1); }
 };
 
 }  // namespace

@@ -240,7 +240,6 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
 
   const statistics& stats() const noexcept { return stats_; }
   const negotiated_parameters& negotiated() const noexcept { return negotiated_; }
-  const parameters& params() const noexcept { return params_; }
   std::error_code error() const noexcept { return terminal_; }
   bool connected() const noexcept { return phase_ == phase::connected; }
   Transport& transport() noexcept { return transport_; }
