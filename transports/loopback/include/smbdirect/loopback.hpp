@@ -278,7 +278,11 @@ class fabric : public std::enable_shared_from_this<fabric> {
 
   void notify_locked(int s) {
     if (!side_[s].endpoint_alive) return;
-    asio::post(side_[s].executor, [self = shared_from_this(), s] { self->side_[s].event->notify(); });
+    // Weak: a wake-up queued on one side's io_context must not keep the fabric (and the other
+    // side's timer) alive past the endpoints, or past the other io_context.
+    asio::post(side_[s].executor, [weak = weak_from_this(), s] {
+      if (auto self = weak.lock()) self->side_[s].event->notify();
+    });
   }
 
   mutable std::mutex mutex_;
