@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -44,35 +45,27 @@ struct registration {
 namespace detail {
 
 // Runs an engine coroutine for a public operation, whatever the completion token. `op(engine)`
-// returns the engine's awaitable (its arguments live in the coroutine frame); the completion
-// handler holds the engine alive until then. An exception escaping the engine (only
-// std::bad_alloc can) is reported as internal_error.
-template <class Token, class Engine, class Op>
-auto launch_sized(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) {
-  return asio::async_initiate<Token, void(std::error_code, std::size_t)>(
-      [](auto handler, std::shared_ptr<Engine> e, Op op) {
-        auto ex = e->get_executor();
-        auto work = op(*e);
-        asio::co_spawn(ex, std::move(work),
-                       [h = std::move(handler), keep = std::move(e)](std::exception_ptr thrown,
-                                                                     std::pair<std::error_code, std::size_t> r) mutable {
-                         if (thrown) r = {make_error_code(errc::internal_error), 0};
-                         std::move(h)(r.first, r.second);
-                       });
-      },
-      token, engine, std::move(operation));
-}
-
+// returns the engine's awaitable (its arguments live in the coroutine frame), yielding either
+// an error_code or an {error_code, bytes} pair; the completion handler holds the engine alive
+// until then. An exception escaping the engine (only std::bad_alloc can) is internal_error.
 template <class Token, class Engine, class Op>
 auto launch(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) {
-  return asio::async_initiate<Token, void(std::error_code)>(
+  using result = typename std::invoke_result_t<Op&, Engine&>::value_type;
+  constexpr bool sized = !std::is_same_v<result, std::error_code>;
+  using signature = std::conditional_t<sized, void(std::error_code, std::size_t), void(std::error_code)>;
+  return asio::async_initiate<Token, signature>(
       [](auto handler, std::shared_ptr<Engine> e, Op op) {
         auto ex = e->get_executor();
         auto work = op(*e);
         asio::co_spawn(ex, std::move(work),
-                       [h = std::move(handler), keep = std::move(e)](std::exception_ptr thrown, std::error_code ec) mutable {
-                         if (thrown) ec = make_error_code(errc::internal_error);
-                         std::move(h)(ec);
+                       [h = std::move(handler), keep = std::move(e)](std::exception_ptr thrown, result r) mutable {
+                         if constexpr (sized) {
+                           if (thrown) r = {make_error_code(errc::internal_error), 0};
+                           std::move(h)(r.first, r.second);
+                         } else {
+                           if (thrown) r = make_error_code(errc::internal_error);
+                           std::move(h)(r);
+                         }
                        });
       },
       token, engine, std::move(operation));
@@ -133,7 +126,7 @@ class connection {
   template <class ConstBufferSequence, class Token>
   auto async_send(const ConstBufferSequence& buffers, Token&& token) {
     auto pieces = detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers);
-    return detail::launch_sized(engine_, std::forward<Token>(token),
+    return detail::launch(engine_, std::forward<Token>(token),
                                 [pieces = std::move(pieces)](engine_type& e) mutable { return e.send(std::move(pieces)); });
   }
 
@@ -143,7 +136,7 @@ class connection {
   /// error once every message received before it was delivered.
   template <class Token>
   auto async_receive(std::vector<std::byte>& message, Token&& token) {
-    return detail::launch_sized(engine_, std::forward<Token>(token),
+    return detail::launch(engine_, std::forward<Token>(token),
                                 [&message](engine_type& e) { return e.receive(message); });
   }
 
@@ -170,7 +163,7 @@ class connection {
                         Token&& token, std::uint64_t remote_offset = 0) {
     auto local = detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers);
     std::vector<wire::buffer_descriptor_v1> r(remote.begin(), remote.end());
-    return detail::launch_sized(engine_, std::forward<Token>(token),
+    return detail::launch(engine_, std::forward<Token>(token),
                                 [local = std::move(local), r = std::move(r), remote_offset](engine_type& e) mutable {
                                   return e.rdma(std::move(local), std::move(r), remote_offset);
                                 });
@@ -183,7 +176,7 @@ class connection {
                        Token&& token, std::uint64_t remote_offset = 0) {
     auto local = detail::to_vector<MutableBufferSequence, asio::mutable_buffer>(buffers);
     std::vector<wire::buffer_descriptor_v1> r(remote.begin(), remote.end());
-    return detail::launch_sized(engine_, std::forward<Token>(token),
+    return detail::launch(engine_, std::forward<Token>(token),
                                 [local = std::move(local), r = std::move(r), remote_offset](engine_type& e) mutable {
                                   return e.rdma(std::move(local), std::move(r), remote_offset);
                                 });

@@ -112,9 +112,7 @@ inline bytes encode_response(const wire::negotiate_response& r) {
 inline bytes encode_data(const wire::data_transfer_header& h, const bytes& payload = {}, std::size_t total_size = 0) {
   const std::size_t at = h.data_offset ? h.data_offset : wire::header_size_for(static_cast<std::uint32_t>(payload.size()));
   bytes b(std::max(total_size, at + payload.size()));
-  wire::data_transfer_header copy = h;
-  copy.data_length = h.data_length;
-  (void)wire::encode(copy, b);
+  (void)wire::encode(h, b);
   std::copy(payload.begin(), payload.end(), b.begin() + static_cast<std::ptrdiff_t>(at));
   return b;
 }

@@ -228,7 +228,6 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   void terminate(std::error_code ec) {
     if (terminal_) return;
     terminal_ = ec;
-    if (ec != errc::connection_closed) ++stats_.errors;
     phase_ = phase::closed;
     transport_.disconnect();
     send_event_.notify();
@@ -388,34 +387,26 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
                                 const std::vector<asio::const_buffer>& pieces, pending_op& op) {
     wire::data_transfer_header h = next_header();
     h.remaining_data_length = f.remaining;
-    h.data_length = f.length;
-    h.data_offset = f.length ? static_cast<std::uint32_t>(wire::data_transfer_header::payload_offset) : 0;
+    h.data_length = f.length;  // > 0: empty messages are refused before fragmenting
+    h.data_offset = static_cast<std::uint32_t>(wire::data_transfer_header::payload_offset);
     (void)wire::encode(h, slot.header);
     // Gather: the header, then the caller's bytes in place (zero copy) when they fit in the
     // SGE limit, else one copy into the slot's bounce buffer.
     std::array<asio::const_buffer, max_send_sge> gather;
-    std::size_t n = 0;
-    gather[n++] = asio::const_buffer(slot.header.data(), wire::header_size_for(f.length));
-    std::size_t skip = f.offset, want = f.length;
-    for (const auto& p : pieces) {
-      if (want == 0) break;
-      if (skip >= p.size()) {
-        skip -= p.size();
-        continue;
-      }
-      const std::size_t take = std::min(p.size() - skip, want);
-      if (n == gather.size()) {
-        n = 0;  // too many pieces: fall back to the bounce buffer below
-        break;
-      }
-      gather[n++] = asio::const_buffer(static_cast<const std::byte*>(p.data()) + skip, take);
-      want -= take;
-      skip = 0;
-    }
-    if (n == 0) {
+    gather[0] = asio::const_buffer(slot.header.data(), wire::data_transfer_header::payload_offset);
+    std::size_t n = 1;
+    const bool fits = for_each_piece(pieces, f.offset, f.length, [&](asio::const_buffer b) {
+      if (n == gather.size()) return false;
+      gather[n++] = b;
+      return true;
+    });
+    if (!fits) {
       slot.bounce.resize(f.length);
-      asio::buffer_copy(asio::buffer(slot.bounce), pieces_range(pieces, f.offset, f.length));
-      gather[0] = asio::const_buffer(slot.header.data(), wire::header_size_for(f.length));
+      std::size_t at = 0;
+      for_each_piece(pieces, f.offset, f.length, [&](asio::const_buffer b) {
+        at += asio::buffer_copy(asio::buffer(slot.bounce) + at, b);
+        return true;
+      });
       gather[1] = asio::buffer(slot.bounce);
       n = 2;
     }
@@ -430,10 +421,11 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     return {};
   }
 
-  /// The byte range [offset, offset + length) of the pieces, as a buffer sequence.
-  static std::vector<asio::const_buffer> pieces_range(const std::vector<asio::const_buffer>& pieces, std::size_t offset,
-                                                      std::size_t length) {
-    std::vector<asio::const_buffer> out;
+  /// Calls visit(buffer) for each part of the byte range [offset, offset + length) of the
+  /// pieces, in order, until it returns false; returns false if it stopped early.
+  template <class Visit>
+  static bool for_each_piece(const std::vector<asio::const_buffer>& pieces, std::size_t offset, std::size_t length,
+                             Visit visit) {
     for (const auto& p : pieces) {
       if (length == 0) break;
       if (offset >= p.size()) {
@@ -441,11 +433,11 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
         continue;
       }
       const std::size_t take = std::min(p.size() - offset, length);
-      out.emplace_back(static_cast<const std::byte*>(p.data()) + offset, take);
+      if (!visit(asio::const_buffer(static_cast<const std::byte*>(p.data()) + offset, take))) return false;
       length -= take;
       offset = 0;
     }
-    return out;
+    return true;
   }
 
   // ---------------------------------------------------------------- background coroutines
