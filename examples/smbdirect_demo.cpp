@@ -31,11 +31,11 @@
 
 #include <smbdirect/loopback.hpp>
 #include <smbdirect/smbdirect.hpp>
+#include <smbdirect/verbs.hpp>
 
 namespace {
 
 using namespace asio::experimental::awaitable_operators;
-using connection = smbdirect::connection<smbdirect::loopback::endpoint>;
 using clock_type = std::chrono::steady_clock;
 using ull = unsigned long long;  // for printf's %llu
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
@@ -45,6 +45,9 @@ constexpr std::uint64_t mib = 1024 * 1024;
 
 struct settings {
   std::string transport = "loopback";
+  std::string address;  // verbs: an address of the RDMA device (both ends use it)
+  std::string device;   // verbs: required device name, "" for any
+  std::uint64_t port = 0;  // verbs: 0 means 445, or 5445 on iWARP
   std::string file;  // empty: generate file_size pseudo-random bytes
   std::uint64_t file_size = 64 * mib;
   std::uint64_t messages = 64;
@@ -84,6 +87,7 @@ std::vector<numeric_option> numeric_options(settings& s) {
        &p.max_read_write_size},
       {"--keepalive-ms", "MS", "ms", "idle time before a keepalive is sent; 0 disables keepalives", 0, u32,
        &s.keepalive_ms},
+      {"--port", "N", "port", "verbs: RDMA CM port; 0 picks 445 (InfiniBand, RoCE) or 5445 (iWARP)", 0, u16, &s.port},
   };
 }
 
@@ -95,7 +99,11 @@ void print_usage() {
       "Exit status: 0 verified, 1 error or mismatch, 2 bad usage. Options also accept --name=value.\n\n"
       "  --help                      print this help and exit\n"
       "  --quiet                     print only the final \"verified:\" line and errors; no progress bar\n"
-      "  --transport NAME            transport to run over; only \"loopback\" exists (default: loopback)\n"
+      "  --transport NAME            loopback (in-process) or verbs (rdma-core; needs --address)\n"
+      "                              (default: loopback)\n"
+      "  --address IP                verbs: IPv4/IPv6 address of the RDMA device; the server listens\n"
+      "                              there and the client connects to it\n"
+      "  --device NAME               verbs: fail unless the address resolves to this device (e.g. rxe0)\n"
       "  --file PATH                 file to move by RDMA, 1 byte to 4 GiB - 1\n"
       "                              (default: generated pseudo-random bytes, see --file-size)\n");
   settings defaults;
@@ -128,15 +136,21 @@ std::optional<std::string> parse_args(int argc, char** argv, settings& s, bool& 
       continue;
     }
     const auto numeric = std::find_if(table.begin(), table.end(), [&](const auto& o) { return o.name == arg; });
-    if (arg != "--transport" && arg != "--file" && numeric == table.end())
+    const bool text = arg == "--transport" || arg == "--file" || arg == "--address" || arg == "--device";
+    if (!text && numeric == table.end())
       return "unknown option " + std::string(arg) + " (see --help)";
     if (!value && i + 1 == argc) return std::string(arg) + " needs a value (see --help)";
     if (!value) value = argv[++i];
     if (arg == "--transport") {
       s.transport = *value;
-      if (s.transport != "loopback") return "unknown transport \"" + s.transport + "\" (available: loopback)";
+      if (s.transport != "loopback" && s.transport != "verbs")
+        return "unknown transport \"" + s.transport + "\" (available: loopback, verbs)";
     } else if (arg == "--file") {
       s.file = *value;
+    } else if (arg == "--address") {
+      s.address = *value;
+    } else if (arg == "--device") {
+      s.device = *value;
     } else {
       const auto v = parse_number(*value);
       if (!v || *v < numeric->min || *v > numeric->max)
@@ -146,6 +160,7 @@ std::optional<std::string> parse_args(int argc, char** argv, settings& s, bool& 
     }
   }
   s.params.keepalive_interval = smbdirect::milliseconds(s.keepalive_ms);
+  if (s.transport == "verbs" && s.address.empty()) return "--transport verbs needs --address (see --help)";
   // Both ends use these parameters, so the peer's MaxFragmentedSize is ours. A message above it
   // would fail only its send (message_too_large) and leave the receiver waiting.
   if (s.max_message > s.params.max_fragmented_size)
@@ -232,13 +247,15 @@ outcome failed(std::error_code ec, std::string where) { return {ec, std::move(wh
 
 // A failed step can leave its connection up (e.g. a refused registration) while the peer waits
 // for a message that will never come; closing turns that wait into an error instead of a hang.
-asio::awaitable<outcome> or_close(connection& c, asio::awaitable<outcome> step) {
+template <class Connection>
+asio::awaitable<outcome> or_close(Connection& c, asio::awaitable<outcome> step) {
   outcome r = co_await std::move(step);
   if (r.ec) co_await c.async_close(use_tuple);
   co_return r;
 }
 
-asio::awaitable<outcome> negotiate(connection& c, bool active) {
+template <class Connection>
+asio::awaitable<outcome> negotiate(Connection& c, bool active) {
   if (active) {
     auto [ec] = co_await c.async_connect(use_tuple);
     co_return failed(ec, "client connect");
@@ -247,7 +264,8 @@ asio::awaitable<outcome> negotiate(connection& c, bool active) {
   co_return failed(ec, "server accept");
 }
 
-asio::awaitable<outcome> send_messages(connection& c, std::string who, int direction, const settings& s) {
+template <class Connection>
+asio::awaitable<outcome> send_messages(Connection& c, std::string who, int direction, const settings& s) {
   std::vector<std::byte> message;
   outcome r;
   for (std::uint64_t i = 0; i < s.messages; ++i) {
@@ -260,7 +278,8 @@ asio::awaitable<outcome> send_messages(connection& c, std::string who, int direc
   co_return r;
 }
 
-asio::awaitable<outcome> receive_messages(connection& c, std::string who, int direction, const settings& s) {
+template <class Connection>
+asio::awaitable<outcome> receive_messages(Connection& c, std::string who, int direction, const settings& s) {
   std::vector<std::byte> message, expected;
   outcome r;
   for (std::uint64_t i = 0; i < s.messages; ++i) {
@@ -291,8 +310,8 @@ struct progress_bar {
 
 // Moves `local` to (Write) or from the peer's region in chunks of at most the negotiated
 // MaxReadWriteSize, each addressed by its offset into the one remote descriptor.
-template <bool Write, class Bytes>
-asio::awaitable<std::error_code> rdma_transfer(connection& c, Bytes local,
+template <bool Write, class Connection, class Bytes>
+asio::awaitable<std::error_code> rdma_transfer(Connection& c, Bytes local,
                                                const smbdirect::wire::buffer_descriptor_v1& remote, progress_bar bar) {
   const std::size_t chunk = c.negotiated().max_read_write_size;
   for (std::size_t offset = 0; offset < local.size(); offset += chunk) {
@@ -307,7 +326,8 @@ asio::awaitable<std::error_code> rdma_transfer(connection& c, Bytes local,
 }
 
 // Client: learn where the server's buffer is, write the file there, read it back, compare.
-asio::awaitable<outcome> rdma_client(connection& c, std::span<const std::byte> file, bool show_progress) {
+template <class Connection>
+asio::awaitable<outcome> rdma_client(Connection& c, std::span<const std::byte> file, bool show_progress) {
   std::vector<std::byte> message;
   if (auto [ec, n] = co_await c.async_receive(message, use_tuple); ec)
     co_return failed(ec, "client receive descriptor");
@@ -316,13 +336,13 @@ asio::awaitable<outcome> rdma_client(connection& c, std::span<const std::byte> f
 
   outcome r;
   auto start = clock_type::now();
-  if (auto ec = co_await rdma_transfer<true>(c, file, remote, {show_progress, "RDMA write", file.size()}))
+  if (auto ec = co_await rdma_transfer<true, Connection>(c, file, remote, {show_progress, "RDMA write", file.size()}))
     co_return failed(ec, "client RDMA write");
   r.write_seconds = seconds_since(start);
 
   std::vector<std::byte> back(file.size());
   start = clock_type::now();
-  if (auto ec = co_await rdma_transfer<false>(c, std::span(back), remote, {show_progress, "RDMA read", file.size()}))
+  if (auto ec = co_await rdma_transfer<false, Connection>(c, std::span(back), remote, {show_progress, "RDMA read", file.size()}))
     co_return failed(ec, "client RDMA read");
   r.read_seconds = seconds_since(start);
   r.mismatches = count_differences(file, back);
@@ -335,7 +355,8 @@ asio::awaitable<outcome> rdma_client(connection& c, std::span<const std::byte> f
 
 // Server: expose a buffer of the file's size (known out of band here; an SMB2 WRITE request
 // would carry it) for the client's RDMA, then check what landed in it.
-asio::awaitable<outcome> rdma_server(connection& c, std::span<const std::byte> file) {
+template <class Connection>
+asio::awaitable<outcome> rdma_server(Connection& c, std::span<const std::byte> file) {
   std::vector<std::byte> target(file.size());
   auto [rec, reg] = c.register_buffer(asio::buffer(target), smbdirect::access::remote_read_write);
   if (rec) co_return failed(rec, "server register_buffer");
@@ -408,7 +429,8 @@ bool any_failed(std::initializer_list<const outcome*> steps) {
 
 // ------------------------------------------------------------------------------ main flow
 
-asio::awaitable<int> run(const settings& s, std::span<const std::byte> file, connection& client, connection& server) {
+template <class Connection>
+asio::awaitable<int> run(const settings& s, std::span<const std::byte> file, Connection& client, Connection& server) {
   const bool verbose = !s.quiet;
   // Accept first: it posts the server's first receive, and a Negotiate Request arriving before
   // that fails with receiver_not_ready, as on RDMA hardware (rnr_retry_count 0).
@@ -455,6 +477,40 @@ asio::awaitable<int> run(const settings& s, std::span<const std::byte> file, con
   co_return any_failed({&c_close, &s_close}) ? 1 : 0;
 }
 
+// Over verbs both ends still live in this process, as two RDMA CM connections on one device.
+using verbs_result = std::pair<std::error_code, smbdirect::verbs::queue_pair>;
+
+// A failed connect would leave accept() waiting for a request that never comes.
+asio::awaitable<verbs_result> connect_or_cancel(smbdirect::verbs::listener& listener, std::string address,
+                                                smbdirect::verbs::options o) {
+  auto r = co_await smbdirect::verbs::connect(co_await asio::this_coro::executor, address, listener.port(), o);
+  if (r.first) listener.cancel();
+  co_return r;
+}
+
+asio::awaitable<int> run_verbs(const settings& s, std::span<const std::byte> file) {
+  auto o = smbdirect::verbs::options::for_parameters(s.params);
+  o.device = s.device;
+  auto [lec, listener] = co_await smbdirect::verbs::listener::open(co_await asio::this_coro::executor, s.address,
+                                                                    static_cast<std::uint16_t>(s.port), o);
+  if (lec) {
+    std::fprintf(stderr, "error: listen on %s: %s\n", s.address.c_str(), lec.message().c_str());
+    co_return 1;
+  }
+  auto [accepted, connected] = co_await (listener->accept() && connect_or_cancel(*listener, s.address, o));
+  const outcome c = failed(connected.first, "client connect to " + s.address + " port " + std::to_string(listener->port()));
+  const outcome a = failed(accepted.first, "server accept");
+  if (any_failed({&c, &a})) co_return 1;
+  if (!s.quiet) {
+    const auto& qp = connected.second;
+    std::printf("device: %s\nport %u, ORD %u, memory windows: %s\n", smbdirect::verbs::to_string(qp.device()).c_str(),
+                unsigned(listener->port()), qp.initiator_depth(), qp.uses_memory_windows() ? "yes" : "no");
+  }
+  using connection = smbdirect::connection<smbdirect::verbs::queue_pair>;
+  connection client(std::move(connected.second), s.params), server(std::move(accepted.second), s.params);
+  co_return co_await run(s, file, client, server);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -483,14 +539,21 @@ int main(int argc, char** argv) {
   }
 
   asio::io_context io;
-  auto [a, b] = smbdirect::loopback::make_pair(io.get_executor(), io.get_executor());
-  connection client(std::move(a), s.params), server(std::move(b), s.params);
   int status = 1;
-  asio::co_spawn(io, run(s, file, client, server), [&](std::exception_ptr thrown, int result) {
+  auto finish = [&](std::exception_ptr thrown, int result) {
     if (thrown) std::fprintf(stderr, "error: internal: unexpected exception\n");
     status = thrown ? 1 : result;
     io.stop();  // after an early return the connections are still up and would keep io.run() going
-  });
+  };
+  if (s.transport == "verbs") {
+    asio::co_spawn(io, run_verbs(s, file), finish);
+    io.run();
+    return status;
+  }
+  using connection = smbdirect::connection<smbdirect::loopback::endpoint>;
+  auto [a, b] = smbdirect::loopback::make_pair(io.get_executor(), io.get_executor());
+  connection client(std::move(a), s.params), server(std::move(b), s.params);
+  asio::co_spawn(io, run(s, file, client, server), finish);
   io.run();
   return status;
 }

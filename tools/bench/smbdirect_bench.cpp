@@ -1,0 +1,227 @@
+// smbdirect_bench: one-way throughput of SMB Direct sends, RDMA writes or RDMA reads between
+// two connections in one process, in the spirit of perftest's ib_send_bw / ib_write_bw.
+// Units: MB/s = 10^6 bytes per second (perftest's unit), so the numbers compare directly.
+//
+// usage: smbdirect_bench [--transport loopback|verbs] [--address IP] [--op send|write|read]
+//                        [--size BYTES] [--iterations N] [--depth N] [--max-send-size BYTES]
+//                        [--max-receive-size BYTES] [--credits N]
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+
+#include <smbdirect/loopback.hpp>
+#include <smbdirect/smbdirect.hpp>
+#include <smbdirect/verbs.hpp>
+
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+
+struct settings {
+  std::string transport = "loopback", address, op = "send";
+  std::uint64_t size = 65536, iterations = 1000, depth = 16;
+  smbdirect::parameters params;
+};
+
+void usage() {
+  std::printf(
+      "usage: smbdirect_bench [options]\n"
+      "One-way throughput between two SMB Direct connections in this process. Exit 0 on success.\n"
+      "  --transport loopback|verbs  (default loopback)\n"
+      "  --address IP                verbs: address of the RDMA device (required with verbs)\n"
+      "  --op send|write|read        upper-layer messages, RDMA writes or RDMA reads (default send)\n"
+      "  --size BYTES                bytes per message or RDMA operation (default 65536)\n"
+      "  --iterations N              messages or operations (default 1000)\n"
+      "  --depth N                   operations in flight (default 16)\n"
+      "  --max-send-size BYTES       MaxSendSize both sides prefer (default 1364)\n"
+      "  --max-receive-size BYTES    MaxReceiveSize both sides accept (default 1364)\n"
+      "  --credits N                 send credit target and receive credit max (default 255)\n");
+}
+
+bool parse(int argc, char** argv, settings& s) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--help") return usage(), std::exit(0), true;
+    if (i + 1 >= argc) return std::fprintf(stderr, "smbdirect_bench: %s needs a value\n", argv[i]), false;
+    const char* v = argv[++i];
+    char* end = nullptr;
+    const auto n = std::strtoull(v, &end, 10);
+    const bool number = *v && *end == 0;
+    if (a == "--transport") s.transport = v;
+    else if (a == "--address") s.address = v;
+    else if (a == "--op") s.op = v;
+    else if (a == "--size" && number && n > 0 && n <= 0xffffffffu) s.size = n;
+    else if (a == "--iterations" && number && n > 0) s.iterations = n;
+    else if (a == "--depth" && number && n > 0 && n <= 4096) s.depth = n;
+    else if (a == "--max-send-size" && number && n >= 128 && n <= 0xffffffffu) s.params.max_send_size = static_cast<std::uint32_t>(n);
+    else if (a == "--max-receive-size" && number && n >= 128 && n <= 0xffffffffu) s.params.max_receive_size = static_cast<std::uint32_t>(n);
+    else if (a == "--credits" && number && n > 0 && n <= 0xffff)
+      s.params.send_credit_target = s.params.receive_credit_max = static_cast<std::uint16_t>(n);
+    else return std::fprintf(stderr, "smbdirect_bench: bad option %s %s (see --help)\n", argv[i - 1], v), false;
+  }
+  if (s.transport != "loopback" && s.transport != "verbs") return std::fprintf(stderr, "smbdirect_bench: unknown transport\n"), false;
+  if (s.transport == "verbs" && s.address.empty()) return std::fprintf(stderr, "smbdirect_bench: verbs needs --address\n"), false;
+  if (s.op != "send" && s.op != "write" && s.op != "read") return std::fprintf(stderr, "smbdirect_bench: unknown --op\n"), false;
+  s.params.max_fragmented_size = std::max<std::uint32_t>(s.params.max_fragmented_size, static_cast<std::uint32_t>(s.size));
+  s.params.max_read_write_size = std::max<std::uint32_t>(s.params.max_read_write_size, static_cast<std::uint32_t>(s.size));
+  s.params.keepalive_interval = smbdirect::milliseconds(0);
+  return true;
+}
+
+template <class Connection>
+asio::awaitable<std::error_code> sender(Connection& c, const settings& s, std::uint64_t first, std::vector<std::byte>& buf) {
+  for (std::uint64_t i = first; i < s.iterations; i += s.depth) {
+    auto [ec, n] = co_await c.async_send(asio::buffer(buf), use_tuple);
+    if (ec) co_return ec;
+  }
+  co_return std::error_code{};
+}
+
+template <class Connection>
+asio::awaitable<std::error_code> receiver(Connection& c, const settings& s) {
+  std::vector<std::byte> m;
+  for (std::uint64_t i = 0; i < s.iterations; ++i) {
+    auto [ec, n] = co_await c.async_receive(m, use_tuple);
+    if (ec) co_return ec;
+    if (n != s.size) co_return make_error_code(smbdirect::errc::internal_error);
+  }
+  co_return std::error_code{};
+}
+
+template <class Connection>
+asio::awaitable<std::error_code> rdma_worker(Connection& c, const settings& s, std::uint64_t first,
+                                             std::vector<std::byte>& local, smbdirect::wire::buffer_descriptor_v1 remote) {
+  for (std::uint64_t i = first; i < s.iterations; i += s.depth) {
+    auto r = std::span(&remote, 1);
+    std::tuple<std::error_code, std::size_t> done;
+    if (s.op == "write") {
+      done = co_await c.async_rdma_write(asio::buffer(local), r, use_tuple);
+    } else {
+      done = co_await c.async_rdma_read(asio::buffer(local), r, use_tuple);
+    }
+    if (std::get<0>(done)) co_return std::get<0>(done);
+  }
+  co_return std::error_code{};
+}
+
+template <class Connection>
+asio::awaitable<std::error_code> all_workers(Connection& client, Connection& server, const settings& s) {
+  auto ex = co_await asio::this_coro::executor;
+  std::vector<std::vector<std::byte>> buffers(s.depth, std::vector<std::byte>(s.size, std::byte{0x5a}));
+  std::vector<std::byte> target(s.size);
+  smbdirect::registration reg;
+  if (s.op != "send") {
+    auto [ec, r] = server.register_buffer(asio::buffer(target), smbdirect::access::remote_read_write);
+    if (ec) co_return ec;
+    reg = r;
+  }
+  // Each worker is its own coroutine; count them down and keep the first error.
+  std::error_code first;
+  std::uint64_t running = s.depth + (s.op == "send" ? 1 : 0);
+  asio::steady_timer done(ex, asio::steady_timer::time_point::max());
+  auto finish = [&](std::exception_ptr, std::error_code ec) {
+    if (ec && !first) first = ec;
+    if (--running == 0) done.cancel();
+  };
+  for (std::uint64_t w = 0; w < s.depth; ++w) {
+    if (s.op == "send")
+      asio::co_spawn(ex, sender(client, s, w, buffers[w]), finish);
+    else
+      asio::co_spawn(ex, rdma_worker(client, s, w, buffers[w], reg.descriptor), finish);
+  }
+  if (s.op == "send") asio::co_spawn(ex, receiver(server, s), finish);
+  co_await done.async_wait(use_tuple);
+  co_return first;
+}
+
+template <class Connection>
+asio::awaitable<std::error_code> negotiate(Connection& c, bool active) {
+  if (active) {
+    auto [ec] = co_await c.async_connect(use_tuple);
+    co_return ec;
+  }
+  auto [ec] = co_await c.async_accept(use_tuple);
+  co_return ec;
+}
+
+template <class Connection>
+asio::awaitable<int> run(const settings& s, Connection& client, Connection& server) {
+  auto [a, c] = co_await (negotiate(server, false) && negotiate(client, true));
+  if (a || c) {
+    std::fprintf(stderr, "error: negotiate: client %s, server %s\n", c.message().c_str(), a.message().c_str());
+    co_return 1;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::error_code ec = co_await all_workers(client, server, s);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (ec) {
+    std::fprintf(stderr, "error: %s: %s\n", s.op.c_str(), ec.message().c_str());
+    co_return 1;
+  }
+  const double bytes = static_cast<double>(s.size) * static_cast<double>(s.iterations);
+  std::printf("%-6s %-8s size %8llu B  iterations %7llu  depth %4llu  MaxSendSize %6u: %10.2f MB/s %10.0f ops/s\n",
+              s.transport.c_str(), s.op.c_str(), static_cast<unsigned long long>(s.size),
+              static_cast<unsigned long long>(s.iterations), static_cast<unsigned long long>(s.depth),
+              client.negotiated().max_send_size, bytes / seconds / 1e6, static_cast<double>(s.iterations) / seconds);
+  co_await client.async_close(use_tuple);
+  co_return 0;
+}
+
+using verbs_result = std::pair<std::error_code, smbdirect::verbs::queue_pair>;
+
+asio::awaitable<verbs_result> connect_or_cancel(smbdirect::verbs::listener& l, std::string address, smbdirect::verbs::options o) {
+  auto r = co_await smbdirect::verbs::connect(co_await asio::this_coro::executor, address, l.port(), o);
+  if (r.first) l.cancel();
+  co_return r;
+}
+
+asio::awaitable<int> run_verbs(const settings& s) {
+  const auto o = smbdirect::verbs::options::for_parameters(s.params);
+  auto [lec, l] = co_await smbdirect::verbs::listener::open(co_await asio::this_coro::executor, s.address, 0, o);
+  if (lec) {
+    std::fprintf(stderr, "error: listen on %s: %s\n", s.address.c_str(), lec.message().c_str());
+    co_return 1;
+  }
+  auto [accepted, connected] = co_await (l->accept() && connect_or_cancel(*l, s.address, o));
+  if (accepted.first || connected.first) {
+    std::fprintf(stderr, "error: connect: %s / accept: %s\n", connected.first.message().c_str(), accepted.first.message().c_str());
+    co_return 1;
+  }
+  using connection = smbdirect::connection<smbdirect::verbs::queue_pair>;
+  connection client(std::move(connected.second), s.params), server(std::move(accepted.second), s.params);
+  co_return co_await run(s, client, server);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  settings s;
+  if (!parse(argc, argv, s)) return 2;
+  asio::io_context io;
+  int status = 1;
+  auto finish = [&](std::exception_ptr e, int r) {
+    status = e ? 1 : r;
+    io.stop();
+  };
+  if (s.transport == "verbs") {
+    asio::co_spawn(io, run_verbs(s), finish);
+    io.run();
+    return status;
+  }
+  using connection = smbdirect::connection<smbdirect::loopback::endpoint>;
+  auto [a, b] = smbdirect::loopback::make_pair(io.get_executor(), io.get_executor());
+  connection client(std::move(a), s.params), server(std::move(b), s.params);
+  asio::co_spawn(io, run(s, client, server), finish);
+  io.run();
+  return status;
+}
