@@ -32,6 +32,14 @@ std::string env(const char* name) {
   return v ? v : "";
 }
 
+// SMBDIRECT_TEST_MEMORY_WINDOWS=0 runs the suite with plain memory regions on a device that
+// supports windows too.
+verbs::options transport_options(const parameters& p) {
+  auto o = verbs::options::for_parameters(p);
+  o.memory_windows = env("SMBDIRECT_TEST_MEMORY_WINDOWS") != "0";
+  return o;
+}
+
 std::string test_address() {
   const std::string a = env("RDMA_ADDR");
   REQUIRE_MESSAGE(!a.empty(), "set RDMA_ADDR to an address of an RDMA device (tools/vm/run.sh does)");
@@ -60,7 +68,10 @@ struct verbs_pair {
 
   bool run_until(const std::function<bool()>& done, std::chrono::seconds limit = 20s) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (!done() && std::chrono::steady_clock::now() < deadline) io.run_one_for(50ms);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      if (io.stopped()) io.restart();  // it stops whenever it runs out of work
+      io.run_one_for(50ms);
+    }
     return done();
   }
 
@@ -79,14 +90,14 @@ struct verbs_pair {
   /// Connects and negotiates both ends; returns {client error, server error}.
   std::pair<std::error_code, std::error_code> connect(const std::string& address, parameters cp = {},
                                                       parameters sp = {}) {
-    if (!listener) REQUIRE_FALSE(listen(address, verbs::options::for_parameters(sp)));
+    if (!listener) REQUIRE_FALSE(listen(address, transport_options(sp)));
     std::optional<std::error_code> c, s;
     asio::co_spawn(io, listener->accept(), [&](std::exception_ptr, std::pair<std::error_code, verbs::queue_pair> r) {
       if (r.first) return void(s = r.first);
       server.emplace(std::move(r.second), sp);
       server->async_accept([&](std::error_code ec) { s = ec; });
     });
-    asio::co_spawn(io, verbs::connect(io.get_executor(), address, port, verbs::options::for_parameters(cp)),
+    asio::co_spawn(io, verbs::connect(io.get_executor(), address, port, transport_options(cp)),
                    [&](std::exception_ptr, std::pair<std::error_code, verbs::queue_pair> r) {
                      if (r.first) return void(c = r.first);
                      client.emplace(std::move(r.second), cp);
@@ -143,12 +154,12 @@ TEST_CASE("negotiation over RDMA CM settles both sides' parameters") {
   const auto& qp = p.client->next_layer();
   if (const auto want = env("RDMA_DEVICE"); !want.empty()) CHECK(qp.device().name == want);
   CHECK(p.client->negotiated().max_send_size == 1024);
-  CHECK(p.server->negotiated().max_receive_size == 2048);
+  CHECK(p.server->negotiated().max_receive_size == 1024);  // min(ours, the client's PreferredSendSize), 3.1.5.6
   CHECK(p.client->negotiated().initial_send_credits <= 100);
   CHECK(p.client->negotiated().initial_send_credits > 0);
   CHECK(qp.initiator_depth() >= 1);
   MESSAGE("device " << qp.device().name << ", ORD " << qp.initiator_depth() << ", memory windows "
-                    << (qp.uses_memory_windows() ? "yes" : "no"));
+                    << std::string(qp.uses_memory_windows() ? "yes" : "no"));
 }
 
 TEST_CASE("messages of every fragment shape travel both ways intact") {
@@ -245,8 +256,16 @@ TEST_CASE("a bad token, a deregistered region and a missing right fail with remo
     std::optional<std::error_code> w;
     p.client->async_rdma_write(asio::buffer(data), std::span(&d, 1), [&](std::error_code ec, std::size_t) { w = ec; });
     REQUIRE(p.run_until([&] { return w.has_value(); }));
-    CHECK(*w == errc::remote_access_error);
-    CHECK_FALSE(p.client->is_connected());
+    if (p.client->next_layer().device().iwarp) {
+      // iWARP completes an RDMA Write once it is on the wire; the target's Terminate then
+      // ends the connection.
+      CHECK((!*w || *w == errc::remote_access_error));
+      REQUIRE(p.run_until([&] { return !p.client->is_connected(); }));
+      CHECK(p.client->error() == condition::transport_failure);
+    } else {
+      CHECK(*w == errc::remote_access_error);
+      CHECK_FALSE(p.client->is_connected());
+    }
     // The server learns the connection is gone.
     std::optional<std::error_code> r;
     bytes got;
@@ -281,7 +300,8 @@ TEST_CASE("connecting where nothing listens is rejected") {
   asio::co_spawn(p.io, verbs::connect(p.io.get_executor(), test_address(), next_port()),
                  [&](std::exception_ptr, std::pair<std::error_code, verbs::queue_pair> r) { c = r.first; });
   REQUIRE(p.run_until([&] { return c.has_value(); }, 30s));
-  CHECK(*c == verbs::cm_errc::connection_rejected);
+  CAPTURE(c->message());
+  CHECK((*c == verbs::cm_errc::connection_rejected || *c == verbs::cm_errc::peer_unreachable));
   CHECK(*c == condition::transport_failure);
 }
 

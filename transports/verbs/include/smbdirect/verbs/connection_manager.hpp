@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -44,6 +46,23 @@ inline constexpr std::uint16_t ib_port = 445;
 inline constexpr std::uint16_t iwarp_port = 5445;
 
 namespace detail {
+
+/// SMBDIRECT_VERBS_TRACE=1 in the environment prints each RDMA CM step to stderr.
+inline bool tracing() {
+  static const bool on = [] {
+    const char* v = std::getenv("SMBDIRECT_VERBS_TRACE");
+    return v && *v && *v != '0';
+  }();
+  return on;
+}
+
+template <class... Args>
+void trace(const char* format, Args... args) {
+  if (!tracing()) return;
+  std::fprintf(stderr, "smbdirect.verbs: ");
+  std::fprintf(stderr, format, args...);
+  std::fputc('\n', stderr);
+}
 
 /// An RDMA CM event channel whose descriptor is awaited on an executor.
 class event_channel {
@@ -83,12 +102,14 @@ class event_channel {
       rdma_cm_event* e = nullptr;
       if (rdma_get_cm_event(channel_, &e) == 0) {
         event out{e->event, e->status, e->id, e->param.conn};
+        trace("fd %d: event %s, status %d", channel_->fd, rdma_event_str(e->event), e->status);
         out.conn.private_data = nullptr;  // freed with the event
         out.conn.private_data_len = 0;
         rdma_ack_cm_event(e);
         co_return std::pair{std::error_code{}, out};
       }
       if (errno != EAGAIN && errno != EWOULDBLOCK) co_return std::pair{last_system_error(), event{}};
+      trace("fd %d: waiting", channel_->fd);
       auto [ec] = co_await fd_.async_wait(asio::posix::stream_descriptor::wait_read,
                                           asio::experimental::as_tuple(asio::use_awaitable));
       if (ec) co_return std::pair{std::error_code(ec), event{}};
@@ -214,13 +235,22 @@ inline asio::awaitable<std::pair<std::error_code, queue_pair>> connect(asio::any
   // From here the state owns the identifier and, once handed over, the channel.
   auto state = std::make_shared<detail::qp_state>(ex, o, id);
   const int timeout = static_cast<int>(o.resolve_timeout.count());
+  detail::trace("connect %s port %u: resolving", host.c_str(), unsigned(port));
   if (rdma_resolve_addr(id, nullptr, dst.get(), timeout)) co_return result{last_system_error(), queue_pair{}};
   if (auto ec = co_await detail::expect(*channel, RDMA_CM_EVENT_ADDR_RESOLVED)) co_return result{ec, queue_pair{}};
   if (rdma_resolve_route(id, timeout)) co_return result{last_system_error(), queue_pair{}};
   if (auto ec = co_await detail::expect(*channel, RDMA_CM_EVENT_ROUTE_RESOLVED)) co_return result{ec, queue_pair{}};
+  detail::trace("connect: route resolved, device %s", ibv_get_device_name(id->verbs->device));
   if (auto ec = state->create_resources()) co_return result{ec, queue_pair{}};
   rdma_conn_param param = detail::conn_param(o, state->device(), 0, 0);
-  if (rdma_connect(id, &param)) co_return result{last_system_error(), queue_pair{}};
+  detail::trace("connect: rdma_connect (initiator_depth %u, responder_resources %u)", unsigned(param.initiator_depth),
+                unsigned(param.responder_resources));
+  if (rdma_connect(id, &param)) {
+    // iWARP connects its TCP socket right here: a refusal is the peer's rejection.
+    auto ec = last_system_error();
+    if (ec == std::errc::connection_refused) ec = cm_errc::connection_rejected;
+    co_return result{ec, queue_pair{}};
+  }
   rdma_conn_param answer{};
   if (auto ec = co_await detail::expect(*channel, RDMA_CM_EVENT_ESTABLISHED, &answer)) co_return result{ec, queue_pair{}};
   state->set_ord(answer.responder_resources ? std::min(param.initiator_depth, answer.responder_resources)
@@ -268,16 +298,18 @@ class listener {
   /// The bound port (host order).
   std::uint16_t port() const { return ntohs(rdma_get_src_port(id_)); }
 
-  /// Waits for the next connection request and prepares its queue pair. The RDMA-level
-  /// accept happens when the connection posts its first receive (async_accept does), so the
-  /// peer's first SEND always finds a receive. A request that cannot be served is rejected
-  /// and the error returned; the listener keeps listening. Errors: as connect().
+  /// Waits for the next connection request, creates its queue pair, posts one receive for the
+  /// peer's Negotiate Request, accepts, and waits for ESTABLISHED. A request that cannot be
+  /// served is rejected and the error returned; the listener keeps listening. Errors: as
+  /// connect(), and operation_aborted after cancel().
   asio::awaitable<std::pair<std::error_code, queue_pair>> accept() {
     using result = std::pair<std::error_code, queue_pair>;
     for (;;) {
       auto [ec, e] = co_await channel_->next();
       if (ec) co_return result{ec, queue_pair{}};
       if (e.type != RDMA_CM_EVENT_CONNECT_REQUEST) continue;  // e.g. a departed request's leftovers
+      detail::trace("accept: connect request (initiator_depth %u, responder_resources %u)",
+                    unsigned(e.conn.initiator_depth), unsigned(e.conn.responder_resources));
       auto [chec, own] = detail::event_channel::create(executor_);
       if (chec) {
         rdma_reject(e.id, nullptr, 0);
@@ -289,15 +321,22 @@ class listener {
         rdma_reject(e.id, nullptr, 0);
         co_return result{last_system_error(), queue_pair{}};
       }
-      state->adopt_channel(own->release());
       if (auto rec = state->create_resources()) {
         rdma_reject(e.id, nullptr, 0);
         co_return result{rec, queue_pair{}};
       }
-      const rdma_conn_param param =
+      if (auto pec = state->prepost_receive()) {
+        rdma_reject(e.id, nullptr, 0);
+        co_return result{pec, queue_pair{}};
+      }
+      rdma_conn_param param =
           detail::conn_param(options_, state->device(), e.conn.initiator_depth, e.conn.responder_resources);
       state->set_ord(param.initiator_depth);
-      state->defer_accept(param);
+      detail::trace("accept: rdma_accept (initiator_depth %u, responder_resources %u)", unsigned(param.initiator_depth),
+                    unsigned(param.responder_resources));
+      if (rdma_accept(e.id, &param)) co_return result{last_system_error(), queue_pair{}};
+      if (auto eec = co_await detail::expect(*own, RDMA_CM_EVENT_ESTABLISHED)) co_return result{eec, queue_pair{}};
+      state->adopt_channel(own->release());
       state->start_events();
       co_return result{std::error_code{}, queue_pair(std::move(state))};
     }

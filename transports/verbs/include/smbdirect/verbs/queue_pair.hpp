@@ -177,13 +177,15 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   ~qp_state() {
     if (cm_fd_) cm_fd_->release();
     if (comp_fd_) comp_fd_->release();
+    // Windows first: a bound window holds its queue pair, and destroying the queue pair
+    // first stalls in rdma_rxe until a timeout.
+    for (auto& [token, r] : regions_) release(r);
     if (id_ && id_->qp) rdma_destroy_qp(id_);
     if (cq_) {
       if (unacked_events_) ibv_ack_cq_events(cq_, unacked_events_);
       ibv_destroy_cq(cq_);
     }
     if (comp_) ibv_destroy_comp_channel(comp_);
-    for (auto& [token, r] : regions_) release(r);
     for (auto& rec : sq_)
       for (std::uint32_t i = 0; i < rec.sge_count; ++i)
         if (rec.temporary[i]) ibv_dereg_mr(rec.temporary[i]);
@@ -241,10 +243,15 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     asio::co_spawn(executor_, [self = shared_from_this()] { return self->cm_loop(); }, asio::detached);
   }
 
-  /// Passive side: rdma_accept happens at the first post_receive, so the peer's first SEND
-  /// always finds a posted receive (rnr_retry_count is 0).
-  void defer_accept(const rdma_conn_param& p) {
-    pending_accept_ = p;
+  /// Passive side, before rdma_accept: posts one receive of our own, as a kernel SMB Direct
+  /// server does, so the peer's Negotiate Request finds it however soon it comes
+  /// (rnr_retry_count is 0). The engine's first post_receive takes it over.
+  std::error_code prepost_receive() {
+    const std::uint32_t slot = receive_pool_.free.back();
+    if (auto ec = post_receive_slot(slot, receive_pool_.slot_size)) return ec;
+    receives_[slot] = {0, {}, true};
+    preposted_ = slot;
+    return {};
   }
 
   void set_ord(std::uint32_t ord) { ord_ = std::max<std::uint32_t>(1, ord); }
@@ -256,30 +263,22 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   // ------------------------------------------------------------------ posting
 
   std::error_code post_receive(std::uint64_t wr_id, std::span<std::byte> buf) {
-    if (disconnected_) return flushed(wr_id, work_opcode::receive);
     if (buf.size() > receive_pool_.slot_size) return errc::invalid_argument;
+    if (preposted_) {  // take over the receive posted before rdma_accept
+      const std::uint32_t slot = *std::exchange(preposted_, std::nullopt);
+      receives_[slot].wr_id = wr_id;
+      receives_[slot].target = buf;
+      if (early_) {  // it already completed
+        synthetic_.push_back(complete_receive(slot, *std::exchange(early_, std::nullopt)));
+        wake();
+      }
+      return {};
+    }
+    if (disconnected_) return flushed(wr_id, work_opcode::receive);
     if (receive_pool_.free.empty()) return std::make_error_code(std::errc::no_buffer_space);
     const std::uint32_t slot = receive_pool_.free.back();
-    ibv_sge sge{reinterpret_cast<std::uintptr_t>(receive_pool_.slot(slot)), static_cast<std::uint32_t>(buf.size()),
-                receive_pool_.mr->lkey};
-    ibv_recv_wr wr{};
-    wr.wr_id = receive_flag | slot;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    ibv_recv_wr* bad = nullptr;
-    if (int rc = ibv_post_recv(id_->qp, &wr, &bad)) return {rc, std::system_category()};
-    receive_pool_.free.pop_back();
+    if (auto ec = post_receive_slot(slot, static_cast<std::uint32_t>(buf.size()))) return ec;
     receives_[slot] = {wr_id, buf, true};
-    ++receives_outstanding_;
-    if (pending_accept_) {
-      rdma_conn_param p = *pending_accept_;
-      pending_accept_.reset();
-      if (rdma_accept(id_, &p)) {
-        auto ec = last_system_error();
-        on_disconnected();
-        return ec;  // the receive stays posted and is flushed
-      }
-    }
     return {};
   }
 
@@ -411,12 +410,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   /// Moves the queue pair to the error state: outstanding work requests are flushed.
   void disconnect() {
     if (disconnected_) return;
-    if (pending_accept_) {
-      rdma_reject(id_, nullptr, 0);
-      pending_accept_.reset();
-    } else if (id_->qp) {
-      rdma_disconnect(id_);
-    }
+    if (id_->qp) rdma_disconnect(id_);
     on_disconnected();
   }
 
@@ -435,6 +429,18 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   bool uses_memory_windows() const { return use_memory_windows_; }
 
  private:
+  std::error_code post_receive_slot(std::uint32_t slot, std::uint32_t length) {
+    ibv_sge sge{reinterpret_cast<std::uintptr_t>(receive_pool_.slot(slot)), length, receive_pool_.mr->lkey};
+    ibv_recv_wr wr{};
+    wr.wr_id = receive_flag | slot;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    ibv_recv_wr* bad = nullptr;
+    if (int rc = ibv_post_recv(id_->qp, &wr, &bad)) return {rc, std::system_category()};
+    receive_pool_.free.pop_back();
+    return {};
+  }
+
   std::error_code flushed(std::uint64_t wr_id, work_opcode opcode) {
     synthetic_.push_back({wr_id, opcode, errc::work_request_flushed});
     wake();
@@ -598,20 +604,12 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     const std::error_code status = to_error_code(wc.status);
     if (wc.wr_id & receive_flag) {
       const auto slot = static_cast<std::uint32_t>(wc.wr_id & ~receive_flag);
-      receive_record& r = receives_[slot];
-      if (!r.outstanding) return false;  // already reported flushed at disconnect
-      r.outstanding = false;
-      --receives_outstanding_;
-      receive_pool_.free.push_back(slot);
-      out = {r.wr_id, work_opcode::receive, status};
-      if (!status) {
-        out.byte_len = std::min<std::uint32_t>(wc.byte_len, static_cast<std::uint32_t>(r.target.size()));
-        std::memcpy(r.target.data(), receive_pool_.slot(slot), out.byte_len);
-        if (wc.wc_flags & IBV_WC_WITH_INV) {
-          out.invalidated_token = wc.invalidated_rkey;
-          on_remote_invalidate(wc.invalidated_rkey);
-        }
+      if (!receives_[slot].outstanding) return false;  // already reported flushed at disconnect
+      if (preposted_ == slot) {  // not yet taken over by the engine: keep it for then
+        early_ = wc;
+        return false;
       }
+      out = complete_receive(slot, wc);
       return true;
     }
     const auto index = static_cast<std::uint32_t>(wc.wr_id);
@@ -628,6 +626,25 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     return true;
   }
 
+  work_completion complete_receive(std::uint32_t slot, const ibv_wc& wc) {
+    receive_record& r = receives_[slot];
+    r.outstanding = false;
+    receive_pool_.free.push_back(slot);
+    work_completion out{r.wr_id, work_opcode::receive, to_error_code(wc.status)};
+    if (out.status) return out;
+    if (wc.byte_len > r.target.size()) {  // only a pre-posted receive can be larger
+      out.status = errc::local_length_error;
+      return out;
+    }
+    out.byte_len = wc.byte_len;
+    std::memcpy(r.target.data(), receive_pool_.slot(slot), wc.byte_len);
+    if (wc.wc_flags & IBV_WC_WITH_INV) {
+      out.invalidated_token = wc.invalidated_rkey;
+      on_remote_invalidate(wc.invalidated_rkey);
+    }
+    return out;
+  }
+
   /// The peer's Send with Invalidate revoked one of our windows (or regions).
   void on_remote_invalidate(std::uint32_t token) {
     if (auto it = regions_.find(token); it != regions_.end()) {
@@ -640,12 +657,12 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     if (!disconnected_ || sq_outstanding_ != 0 || !backlog_.empty()) return false;
     // Some providers flush the receive queue only on the next packet; our receive buffers
     // are our own pool, so report the receives flushed now.
-    for (auto& r : receives_) {
+    for (std::uint32_t slot = 0; slot < receives_.size(); ++slot) {
+      auto& r = receives_[slot];
       if (!r.outstanding) continue;
       r.outstanding = false;
-      synthetic_.push_back({r.wr_id, work_opcode::receive, errc::work_request_flushed});
+      if (preposted_ != slot) synthetic_.push_back({r.wr_id, work_opcode::receive, errc::work_request_flushed});
     }
-    receives_outstanding_ = 0;
     return synthetic_.empty();
   }
 
@@ -707,10 +724,10 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   std::deque<std::uint32_t> backlog_;
   std::deque<work_completion> synthetic_;
   std::unordered_map<std::uint32_t, region> regions_;
-  std::optional<rdma_conn_param> pending_accept_;
+  std::optional<std::uint32_t> preposted_;  // receive slot posted before rdma_accept, not yet claimed
+  std::optional<ibv_wc> early_;             // its completion, if it came before the claim
   std::uint32_t max_sge_ = 1;
   std::uint32_t sq_capacity_ = 0, sq_outstanding_ = 0, reads_outstanding_ = 0, ord_ = 1;
-  std::uint32_t receives_outstanding_ = 0;
   unsigned unacked_events_ = 0;
   bool use_memory_windows_ = false;
   bool armed_ = false;
