@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# Runs every test: the plain build, then under ASan+UBSan, then under TSan.
-# Installs what it needs first. Usage: tools/test.sh [--quick]  (--quick: plain build only)
+# Runs every test: the plain build, then under ASan+UBSan, then under TSan, then the verbs
+# suite on soft-RoCE and soft-iWARP inside the QEMU test VM (tools/vm, about 1-2 minutes).
+# Installs what it needs first. Usage: tools/test.sh [--quick] [--no-vm]
+#   --quick: plain build only, no VM;  --no-vm: skip the VM (machines without QEMU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 
 configs=("" "--config=asan" "--config=tsan")
-[ "${1:-}" = "--quick" ] && configs=("")
+vm=1
+for arg in "$@"; do
+  case "$arg" in
+    --quick) configs=("") vm=0 ;;
+    --no-vm) vm=0 ;;
+    *) echo "usage: tools/test.sh [--quick] [--no-vm]" >&2; exit 2 ;;
+  esac
+done
 
 passed=0 failed=0 status=0
-for config in "${configs[@]}"; do
-  echo "=== bazel test ${config:-(plain)} //..."
+runs=()
+for config in "${configs[@]}"; do runs+=("$config //..."); done
+[ "$vm" -eq 1 ] && runs+=("--test_output=all //tests/verbs:vm_test")
+for run in "${runs[@]}"; do
+  echo "=== bazel test $run"
   log=$(mktemp)
   set +e
-  bazel test $config --color=no --curses=no //... 2>&1 | grep --line-buffered -v "linux-sandbox" | tee "$log"
+  # shellcheck disable=SC2086
+  bazel test --color=no --curses=no $run 2>&1 | grep --line-buffered -v "linux-sandbox" | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   [ "$rc" -eq 0 ] || status=1

@@ -34,9 +34,10 @@ std::string env(const char* name) {
 
 // SMBDIRECT_TEST_MEMORY_WINDOWS=0 runs the suite with plain memory regions on a device that
 // supports windows too.
-verbs::options transport_options(const parameters& p) {
+verbs::options transport_options(const parameters& p, bool busy_poll = false) {
   auto o = verbs::options::for_parameters(p);
   o.memory_windows = env("SMBDIRECT_TEST_MEMORY_WINDOWS") != "0";
+  o.busy_poll = busy_poll;
   return o;
 }
 
@@ -65,6 +66,7 @@ struct verbs_pair {
   std::unique_ptr<verbs::listener> listener;
   std::optional<conn> client, server;
   std::uint16_t port = 0;
+  bool busy_poll = false;  // both ends poll their completion queue instead of sleeping
 
   bool run_until(const std::function<bool()>& done, std::chrono::seconds limit = 20s) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -90,14 +92,14 @@ struct verbs_pair {
   /// Connects and negotiates both ends; returns {client error, server error}.
   std::pair<std::error_code, std::error_code> connect(const std::string& address, parameters cp = {},
                                                       parameters sp = {}) {
-    if (!listener) REQUIRE_FALSE(listen(address, transport_options(sp)));
+    if (!listener) REQUIRE_FALSE(listen(address, transport_options(sp, busy_poll)));
     std::optional<std::error_code> c, s;
     asio::co_spawn(io, listener->accept(), [&](std::exception_ptr, std::pair<std::error_code, verbs::queue_pair> r) {
       if (r.first) return void(s = r.first);
       server.emplace(std::move(r.second), sp);
       server->async_accept([&](std::error_code ec) { s = ec; });
     });
-    asio::co_spawn(io, verbs::connect(io.get_executor(), address, port, transport_options(cp)),
+    asio::co_spawn(io, verbs::connect(io.get_executor(), address, port, transport_options(cp, busy_poll)),
                    [&](std::exception_ptr, std::pair<std::error_code, verbs::queue_pair> r) {
                      if (r.first) return void(c = r.first);
                      client.emplace(std::move(r.second), cp);
@@ -345,5 +347,41 @@ TEST_CASE("IPv6") {
   verbs_pair p;
   p.connect_ok(a6);
   const bytes m = pattern(70000, 13);
+  CHECK(p.exchange(*p.client, *p.server, m) == m);
+}
+
+TEST_CASE("busy-poll mode moves messages and RDMA like the event-driven mode") {
+  verbs_pair p;
+  p.busy_poll = true;
+  p.connect_ok(test_address());
+  const bytes m = pattern(100000, 21);
+  CHECK(p.exchange(*p.client, *p.server, m) == m);
+  bytes region(65536);
+  auto [e, reg] = p.server->register_buffer(asio::buffer(region), access::remote_write);
+  REQUIRE_FALSE(e);
+  const bytes data = pattern(region.size(), 22);
+  std::optional<std::error_code> w;
+  p.client->async_rdma_write(asio::buffer(data), std::span(&reg.descriptor, 1), [&](std::error_code ec, std::size_t) { w = ec; });
+  REQUIRE(p.run_until([&] { return w.has_value(); }));
+  REQUIRE_FALSE(*w);
+  CHECK(region == data);
+}
+
+TEST_CASE("port 0 listens on SMB Direct's port: 445 over InfiniBand and RoCE, 5445 over iWARP") {
+  verbs_pair p;
+  std::optional<std::error_code> result;
+  asio::co_spawn(p.io, verbs::listener::open(p.io.get_executor(), test_address(), 0),
+                 [&](std::exception_ptr, std::pair<std::error_code, std::unique_ptr<verbs::listener>> r) {
+                   result = r.first;
+                   p.listener = std::move(r.second);
+                 });
+  REQUIRE(p.run_until([&] { return result.has_value(); }));
+  REQUIRE_MESSAGE(!*result, result->message());
+  const auto devices = verbs::list_devices();
+  const bool iwarp = std::any_of(devices.begin(), devices.end(), [](const auto& d) { return d.iwarp; });
+  CHECK(p.listener->port() == (iwarp ? verbs::iwarp_port : verbs::ib_port));
+  p.port = p.listener->port();
+  p.connect_ok(test_address());
+  const bytes m = pattern(2000, 23);
   CHECK(p.exchange(*p.client, *p.server, m) == m);
 }
