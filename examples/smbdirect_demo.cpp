@@ -478,36 +478,23 @@ asio::awaitable<int> run(const settings& s, std::span<const std::byte> file, Con
 }
 
 // Over verbs both ends still live in this process, as two RDMA CM connections on one device.
-using verbs_result = std::pair<std::error_code, smbdirect::verbs::queue_pair>;
-
-// A failed connect would leave accept() waiting for a request that never comes.
-asio::awaitable<verbs_result> connect_or_cancel(smbdirect::verbs::listener& listener, std::string address,
-                                                smbdirect::verbs::options o) {
-  auto r = co_await smbdirect::verbs::connect(co_await asio::this_coro::executor, address, listener.port(), o);
-  if (r.first) listener.cancel();
-  co_return r;
-}
-
 asio::awaitable<int> run_verbs(const settings& s, std::span<const std::byte> file) {
   auto o = smbdirect::verbs::options::for_parameters(s.params);
   o.device = s.device;
-  auto [lec, listener] = co_await smbdirect::verbs::listener::open(co_await asio::this_coro::executor, s.address,
-                                                                    static_cast<std::uint16_t>(s.port), o);
-  if (lec) {
-    std::fprintf(stderr, "error: listen on %s: %s\n", s.address.c_str(), lec.message().c_str());
+  auto pair = co_await smbdirect::verbs::connect_to_self(co_await asio::this_coro::executor, s.address,
+                                                         static_cast<std::uint16_t>(s.port), o);
+  if (pair.error) {
+    std::fprintf(stderr, "error: %s on %s port %u: %s\n", pair.where, s.address.c_str(), unsigned(pair.port),
+                 pair.error.message().c_str());
     co_return 1;
   }
-  auto [accepted, connected] = co_await (listener->accept() && connect_or_cancel(*listener, s.address, o));
-  const outcome c = failed(connected.first, "client connect to " + s.address + " port " + std::to_string(listener->port()));
-  const outcome a = failed(accepted.first, "server accept");
-  if (any_failed({&c, &a})) co_return 1;
   if (!s.quiet) {
-    const auto& qp = connected.second;
+    const auto& qp = pair.client;
     std::printf("device: %s\nport %u, ORD %u, memory windows: %s\n", smbdirect::verbs::to_string(qp.device()).c_str(),
-                unsigned(listener->port()), qp.initiator_depth(), qp.uses_memory_windows() ? "yes" : "no");
+                unsigned(pair.port), qp.initiator_depth(), qp.uses_memory_windows() ? "yes" : "no");
   }
   using connection = smbdirect::connection<smbdirect::verbs::queue_pair>;
-  connection client(std::move(connected.second), s.params), server(std::move(accepted.second), s.params);
+  connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
   co_return co_await run(s, file, client, server);
 }
 

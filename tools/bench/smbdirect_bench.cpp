@@ -177,28 +177,15 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
   co_return 0;
 }
 
-using verbs_result = std::pair<std::error_code, smbdirect::verbs::queue_pair>;
-
-asio::awaitable<verbs_result> connect_or_cancel(smbdirect::verbs::listener& l, std::string address, smbdirect::verbs::options o) {
-  auto r = co_await smbdirect::verbs::connect(co_await asio::this_coro::executor, address, l.port(), o);
-  if (r.first) l.cancel();
-  co_return r;
-}
-
 asio::awaitable<int> run_verbs(const settings& s) {
-  const auto o = smbdirect::verbs::options::for_parameters(s.params);
-  auto [lec, l] = co_await smbdirect::verbs::listener::open(co_await asio::this_coro::executor, s.address, 0, o);
-  if (lec) {
-    std::fprintf(stderr, "error: listen on %s: %s\n", s.address.c_str(), lec.message().c_str());
-    co_return 1;
-  }
-  auto [accepted, connected] = co_await (l->accept() && connect_or_cancel(*l, s.address, o));
-  if (accepted.first || connected.first) {
-    std::fprintf(stderr, "error: connect: %s / accept: %s\n", connected.first.message().c_str(), accepted.first.message().c_str());
+  auto pair = co_await smbdirect::verbs::connect_to_self(co_await asio::this_coro::executor, s.address, 0,
+                                                         smbdirect::verbs::options::for_parameters(s.params));
+  if (pair.error) {
+    std::fprintf(stderr, "error: %s on %s: %s\n", pair.where, s.address.c_str(), pair.error.message().c_str());
     co_return 1;
   }
   using connection = smbdirect::connection<smbdirect::verbs::queue_pair>;
-  connection client(std::move(connected.second), s.params), server(std::move(accepted.second), s.params);
+  connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
   co_return co_await run(s, client, server);
 }
 
