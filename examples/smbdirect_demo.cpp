@@ -31,6 +31,7 @@
 
 #include <smbdirect/loopback.hpp>
 #include <smbdirect/smbdirect.hpp>
+#include <smbdirect/tcp.hpp>
 #include <smbdirect/verbs.hpp>
 
 namespace {
@@ -45,9 +46,9 @@ constexpr std::uint64_t mib = 1024 * 1024;
 
 struct settings {
   std::string transport = "loopback";
-  std::string address;  // verbs: an address of the RDMA device (both ends use it)
+  std::string address;  // tcp: default 127.0.0.1; verbs: an address of the RDMA device (both ends use it)
   std::string device;   // verbs: required device name, "" for any
-  std::uint64_t port = 0;  // verbs: 0 means 445, or 5445 on iWARP
+  std::uint64_t port = 0;  // 0: 5445 for tcp; for verbs 445, or 5445 on iWARP
   std::string file;  // empty: generate file_size pseudo-random bytes
   std::uint64_t file_size = 64 * mib;
   std::uint64_t messages = 64;
@@ -87,7 +88,7 @@ std::vector<numeric_option> numeric_options(settings& s) {
        &p.max_read_write_size},
       {"--keepalive-ms", "MS", "ms", "idle time before a keepalive is sent; 0 disables keepalives", 0, u32,
        &s.keepalive_ms},
-      {"--port", "N", "port", "verbs: RDMA CM port; 0 picks 445 (InfiniBand, RoCE) or 5445 (iWARP)", 0, u16, &s.port},
+      {"--port", "N", "port", "tcp, verbs: port; 0 picks 5445 (tcp, iWARP) or 445 (InfiniBand, RoCE)", 0, u16, &s.port},
   };
 }
 
@@ -99,10 +100,11 @@ void print_usage() {
       "Exit status: 0 verified, 1 error or mismatch, 2 bad usage. Options also accept --name=value.\n\n"
       "  --help                      print this help and exit\n"
       "  --quiet                     print only the final \"verified:\" line and errors; no progress bar\n"
-      "  --transport NAME            loopback (in-process) or verbs (rdma-core; needs --address)\n"
-      "                              (default: loopback)\n"
-      "  --address IP                verbs: IPv4/IPv6 address of the RDMA device; the server listens\n"
-      "                              there and the client connects to it\n"
+      "  --transport NAME            loopback (in-process), tcp (iWARP's wire format over TCP) or\n"
+      "                              verbs (rdma-core; needs --address) (default: loopback)\n"
+      "  --address IP                tcp, verbs: IPv4/IPv6 address the server listens on and the client\n"
+      "                              connects to; verbs: an address of the RDMA device\n"
+      "                              (default for tcp: 127.0.0.1)\n"
       "  --device NAME               verbs: fail unless the address resolves to this device (e.g. rxe0)\n"
       "  --file PATH                 file to move by RDMA, 1 byte to 4 GiB - 1\n"
       "                              (default: generated pseudo-random bytes, see --file-size)\n");
@@ -143,8 +145,8 @@ std::optional<std::string> parse_args(int argc, char** argv, settings& s, bool& 
     if (!value) value = argv[++i];
     if (arg == "--transport") {
       s.transport = *value;
-      if (s.transport != "loopback" && s.transport != "verbs")
-        return "unknown transport \"" + s.transport + "\" (available: loopback, verbs)";
+      if (s.transport != "loopback" && s.transport != "tcp" && s.transport != "verbs")
+        return "unknown transport \"" + s.transport + "\" (available: loopback, tcp, verbs)";
     } else if (arg == "--file") {
       s.file = *value;
     } else if (arg == "--address") {
@@ -161,6 +163,7 @@ std::optional<std::string> parse_args(int argc, char** argv, settings& s, bool& 
   }
   s.params.keepalive_interval = smbdirect::milliseconds(s.keepalive_ms);
   if (s.transport == "verbs" && s.address.empty()) return "--transport verbs needs --address (see --help)";
+  if (s.transport == "tcp" && s.address.empty()) s.address = "127.0.0.1";
   // Both ends use these parameters, so the peer's MaxFragmentedSize is ours. A message above it
   // would fail only its send (message_too_large) and leave the receiver waiting.
   if (s.max_message > s.params.max_fragmented_size)
@@ -498,6 +501,25 @@ asio::awaitable<int> run_verbs(const settings& s, std::span<const std::byte> fil
   co_return co_await run(s, file, client, server);
 }
 
+// Over TCP emulation both ends live in this process, as two TCP connections' ends.
+asio::awaitable<int> run_tcp(const settings& s, std::span<const std::byte> file) {
+  auto pair = co_await smbdirect::tcp::connect_to_self(co_await asio::this_coro::executor, s.address,
+                                                       static_cast<std::uint16_t>(s.port));
+  if (pair.error) {
+    std::fprintf(stderr, "error: %s on %s port %u: %s\n", pair.where, s.address.c_str(), unsigned(pair.port),
+                 pair.error.message().c_str());
+    co_return 1;
+  }
+  if (!s.quiet) {
+    const auto& m = pair.client.settings();
+    std::printf("port %u, MPA revision %u, CRC32c %s, IRD %u, ORD %u\n", unsigned(pair.port), unsigned(m.revision),
+                m.crc ? "on" : "off", unsigned(m.ird), unsigned(m.ord));
+  }
+  using connection = smbdirect::connection<smbdirect::tcp::queue_pair>;
+  connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
+  co_return co_await run(s, file, client, server);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -532,8 +554,12 @@ int main(int argc, char** argv) {
     status = thrown ? 1 : result;
     io.stop();  // after an early return the connections are still up and would keep io.run() going
   };
-  if (s.transport == "verbs") {
-    asio::co_spawn(io, run_verbs(s, file), finish);
+  if (s.transport == "verbs" || s.transport == "tcp") {
+    if (s.transport == "verbs") {
+      asio::co_spawn(io, run_verbs(s, file), finish);
+    } else {
+      asio::co_spawn(io, run_tcp(s, file), finish);
+    }
     io.run();
     return status;
   }

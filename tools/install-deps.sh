@@ -3,7 +3,7 @@
 # Usage: tools/install-deps.sh [extra-package ...]   (needs root, or sudo)
 set -euo pipefail
 
-packages=(bazel-bootstrap bazel-rules-java libasio-dev doctest-dev libibverbs-dev librdmacm-dev g++ "$@")
+packages=(bazel-bootstrap bazel-rules-java libasio-dev doctest-dev libibverbs-dev librdmacm-dev libisal-dev g++ "$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -2,9 +2,12 @@
 // two connections in one process, in the spirit of perftest's ib_send_bw / ib_write_bw.
 // Units: MB/s = 10^6 bytes per second (perftest's unit), so the numbers compare directly.
 //
-// usage: smbdirect_bench [--transport loopback|verbs] [--address IP] [--op send|write|read]
+// usage: smbdirect_bench [--transport loopback|tcp|verbs] [--address IP] [--op send|write|read]
 //                        [--size BYTES] [--iterations N] [--depth N] [--max-send-size BYTES]
-//                        [--max-receive-size BYTES] [--credits N]
+//                        [--max-receive-size BYTES] [--credits N] [--baseline]
+//
+// --baseline (tcp only) then moves the same bytes in messages of the same size over a plain TCP
+// socket on the same address and prints that rate and ours as a ratio of it.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -20,6 +23,7 @@
 
 #include <smbdirect/loopback.hpp>
 #include <smbdirect/smbdirect.hpp>
+#include <smbdirect/tcp.hpp>
 #include <smbdirect/verbs.hpp>
 
 namespace {
@@ -30,6 +34,7 @@ constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 struct settings {
   std::string transport = "loopback", address, op = "send";
   std::uint64_t size = 65536, iterations = 1000, depth = 16;
+  bool baseline = false;
   smbdirect::parameters params;
 };
 
@@ -37,21 +42,28 @@ void usage() {
   std::printf(
       "usage: smbdirect_bench [options]\n"
       "One-way throughput between two SMB Direct connections in this process. Exit 0 on success.\n"
-      "  --transport loopback|verbs  (default loopback)\n"
-      "  --address IP                verbs: address of the RDMA device (required with verbs)\n"
+      "  --transport loopback|tcp|verbs  (default loopback)\n"
+      "  --address IP                tcp: address to listen on and connect to (default 127.0.0.1);\n"
+      "                              verbs: address of the RDMA device (required)\n"
       "  --op send|write|read        upper-layer messages, RDMA writes or RDMA reads (default send)\n"
       "  --size BYTES                bytes per message or RDMA operation (default 65536)\n"
       "  --iterations N              messages or operations (default 1000)\n"
       "  --depth N                   operations in flight (default 16)\n"
       "  --max-send-size BYTES       MaxSendSize both sides prefer (default 1364)\n"
       "  --max-receive-size BYTES    MaxReceiveSize both sides accept (default 1364)\n"
-      "  --credits N                 send credit target and receive credit max (default 255)\n");
+      "  --credits N                 send credit target and receive credit max (default 255)\n"
+      "  --baseline                  tcp: also time a plain TCP socket moving the same bytes in\n"
+      "                              messages of --size bytes, and print our rate as a ratio of it\n");
 }
 
 bool parse(int argc, char** argv, settings& s) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     if (a == "--help") return usage(), std::exit(0), true;
+    if (a == "--baseline") {
+      s.baseline = true;
+      continue;
+    }
     if (i + 1 >= argc) return std::fprintf(stderr, "smbdirect_bench: %s needs a value\n", argv[i]), false;
     const char* v = argv[++i];
     char* end = nullptr;
@@ -69,7 +81,10 @@ bool parse(int argc, char** argv, settings& s) {
       s.params.send_credit_target = s.params.receive_credit_max = static_cast<std::uint16_t>(n);
     else return std::fprintf(stderr, "smbdirect_bench: bad option %s %s (see --help)\n", argv[i - 1], v), false;
   }
-  if (s.transport != "loopback" && s.transport != "verbs") return std::fprintf(stderr, "smbdirect_bench: unknown transport\n"), false;
+  if (s.transport != "loopback" && s.transport != "tcp" && s.transport != "verbs")
+    return std::fprintf(stderr, "smbdirect_bench: unknown transport %s\n", s.transport.c_str()), false;
+  if (s.baseline && s.transport != "tcp") return std::fprintf(stderr, "smbdirect_bench: --baseline needs --transport tcp\n"), false;
+  if (s.transport == "tcp" && s.address.empty()) s.address = "127.0.0.1";
   if (s.transport == "verbs" && s.address.empty()) return std::fprintf(stderr, "smbdirect_bench: verbs needs --address\n"), false;
   if (s.op != "send" && s.op != "write" && s.op != "read") return std::fprintf(stderr, "smbdirect_bench: unknown --op\n"), false;
   s.params.max_fragmented_size = std::max<std::uint32_t>(s.params.max_fragmented_size, static_cast<std::uint32_t>(s.size));
@@ -154,6 +169,50 @@ asio::awaitable<std::error_code> negotiate(Connection& c, bool active) {
   co_return ec;
 }
 
+void print_rate(const settings& s, const char* transport, const char* op, std::uint32_t max_send_size, double seconds) {
+  const double bytes = static_cast<double>(s.size) * static_cast<double>(s.iterations);
+  std::printf("%-6s %-8s size %8llu B  iterations %7llu  depth %4llu  MaxSendSize %6u: %10.2f MB/s %10.0f ops/s\n",
+              transport, op, static_cast<unsigned long long>(s.size), static_cast<unsigned long long>(s.iterations),
+              static_cast<unsigned long long>(s.depth), max_send_size, bytes / seconds / 1e6,
+              static_cast<double>(s.iterations) / seconds);
+}
+
+// Plain TCP: iterations x size bytes written by one socket and read by another, in messages of
+// `size` bytes (one write per message, no framing), on the loopback path the tcp transport uses.
+asio::awaitable<std::error_code> socket_writer(asio::ip::tcp::socket& s, const settings& o) {
+  std::vector<std::byte> buf(o.size, std::byte{0x5a});
+  for (std::uint64_t i = 0; i < o.iterations; ++i) {
+    auto [ec, n] = co_await asio::async_write(s, asio::buffer(buf), use_tuple);
+    if (ec) co_return ec;
+  }
+  co_return std::error_code{};
+}
+
+asio::awaitable<std::error_code> socket_reader(asio::ip::tcp::socket& s, const settings& o) {
+  std::vector<std::byte> buf(o.size);
+  for (std::uint64_t i = 0; i < o.iterations; ++i) {
+    auto [ec, n] = co_await asio::async_read(s, asio::buffer(buf), use_tuple);
+    if (ec) co_return ec;
+  }
+  co_return std::error_code{};
+}
+
+/// Seconds the plain TCP transfer took, or a negative value on error.
+asio::awaitable<double> plain_tcp(const settings& s) {
+  auto ex = co_await asio::this_coro::executor;
+  asio::ip::tcp::acceptor acceptor(ex, {asio::ip::make_address(s.address), 0});
+  asio::ip::tcp::socket a(ex), b(ex);
+  auto [ce] = co_await a.async_connect(acceptor.local_endpoint(), use_tuple);
+  auto [ae, accepted] = co_await acceptor.async_accept(use_tuple);
+  if (ce || ae) co_return -1;
+  b = std::move(accepted);
+  a.set_option(asio::ip::tcp::no_delay(true));
+  const auto start = std::chrono::steady_clock::now();
+  auto [we, re] = co_await (socket_writer(a, s) && socket_reader(b, s));
+  if (we || re) co_return -1;
+  co_return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 template <class Connection>
 asio::awaitable<int> run(const settings& s, Connection& client, Connection& server) {
   auto [a, c] = co_await (negotiate(server, false) && negotiate(client, true));
@@ -168,13 +227,29 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
     std::fprintf(stderr, "error: %s: %s\n", s.op.c_str(), ec.message().c_str());
     co_return 1;
   }
-  const double bytes = static_cast<double>(s.size) * static_cast<double>(s.iterations);
-  std::printf("%-6s %-8s size %8llu B  iterations %7llu  depth %4llu  MaxSendSize %6u: %10.2f MB/s %10.0f ops/s\n",
-              s.transport.c_str(), s.op.c_str(), static_cast<unsigned long long>(s.size),
-              static_cast<unsigned long long>(s.iterations), static_cast<unsigned long long>(s.depth),
-              client.negotiated().max_send_size, bytes / seconds / 1e6, static_cast<double>(s.iterations) / seconds);
+  print_rate(s, s.transport.c_str(), s.op.c_str(), client.negotiated().max_send_size, seconds);
   co_await client.async_close(use_tuple);
+  if (s.baseline) {
+    const double plain = co_await plain_tcp(s);
+    if (plain < 0) {
+      std::fprintf(stderr, "error: plain TCP baseline failed\n");
+      co_return 1;
+    }
+    print_rate(s, "socket", "write", 0, plain);
+    std::printf("ratio to the plain TCP socket: %.2f\n", plain / seconds);
+  }
   co_return 0;
+}
+
+asio::awaitable<int> run_tcp(const settings& s) {
+  auto pair = co_await smbdirect::tcp::connect_to_self(co_await asio::this_coro::executor, s.address, 0);
+  if (pair.error) {
+    std::fprintf(stderr, "error: %s on %s: %s\n", pair.where, s.address.c_str(), pair.error.message().c_str());
+    co_return 1;
+  }
+  using connection = smbdirect::connection<smbdirect::tcp::queue_pair>;
+  connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
+  co_return co_await run(s, client, server);
 }
 
 asio::awaitable<int> run_verbs(const settings& s) {
@@ -200,8 +275,12 @@ int main(int argc, char** argv) {
     status = e ? 1 : r;
     io.stop();
   };
-  if (s.transport == "verbs") {
-    asio::co_spawn(io, run_verbs(s), finish);
+  if (s.transport == "verbs" || s.transport == "tcp") {
+    if (s.transport == "verbs") {
+      asio::co_spawn(io, run_verbs(s), finish);
+    } else {
+      asio::co_spawn(io, run_tcp(s), finish);
+    }
     io.run();
     return status;
   }

@@ -1,0 +1,222 @@
+// The TCP emulation transport: the conformance suite over 127.0.0.1 and ::1, then what only
+// this transport has: MPA revision and CRC negotiation, IRD/ORD, and the bytes it puts on the
+// wire, checked against a raw TCP peer.
+#include <array>
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include <asio.hpp>
+#include <doctest/doctest.h>
+
+#include <smbdirect/smbdirect.hpp>
+#include <smbdirect/tcp.hpp>
+
+namespace {
+
+template <const char* Address>
+struct tcp_fabric {
+  using queue_pair = smbdirect::tcp::queue_pair;
+  using listener = smbdirect::tcp::listener;
+  using options = smbdirect::tcp::options;
+
+  static std::string address() { return Address; }
+  static options transport_options(const smbdirect::parameters&, bool) { return {}; }
+  static asio::awaitable<std::pair<std::error_code, queue_pair>> connect(asio::any_io_executor ex, std::string address,
+                                                                          std::uint16_t port, options o) {
+    return smbdirect::tcp::connect(std::move(ex), std::move(address), port, o);
+  }
+  static std::uint16_t default_port(const std::string&) { return smbdirect::tcp::default_port; }
+  static bool async_write_errors(const queue_pair&) { return true; }  // as iWARP
+  // The target's Terminate names the access violation precisely.
+  static bool is_async_access_error(std::error_code ec) { return ec == smbdirect::errc::remote_access_error; }
+  static bool is_refused(std::error_code ec) { return ec == asio::error::connection_refused; }
+};
+
+constexpr char ipv4[] = "127.0.0.1";
+constexpr char ipv6[] = "::1";
+using tcp_ipv4 = tcp_fabric<ipv4>;
+using tcp_ipv6 = tcp_fabric<ipv6>;
+
+}  // namespace
+
+#define SMBDIRECT_CONFORMANCE_FABRICS tcp_ipv4, tcp_ipv6
+#include "conformance/suite.hpp"
+
+using namespace smbdirect;
+using namespace smbdirect::conformance;
+using tcp_pair = network_pair<tcp_ipv4>;
+
+namespace {
+
+/// Connects with `client` options to a listener with `server` options; returns the pair.
+void connect_with(tcp_pair& p, const tcp::options& client, const tcp::options& server) {
+  REQUIRE_FALSE(p.listen(ipv4, server));
+  std::optional<std::error_code> c, s;
+  asio::co_spawn(p.io, p.listener->accept(), [&](std::exception_ptr, std::pair<std::error_code, tcp::queue_pair> r) {
+    if (r.first) return void(s = r.first);
+    p.server.emplace(std::move(r.second));
+    p.server->async_accept([&](std::error_code ec) { s = ec; });
+  });
+  asio::co_spawn(p.io, tcp::connect(p.io.get_executor(), ipv4, p.port, client),
+                 [&](std::exception_ptr, std::pair<std::error_code, tcp::queue_pair> r) {
+                   if (r.first) return void(c = r.first);
+                   p.client.emplace(std::move(r.second));
+                   p.client->async_connect([&](std::error_code ec) { c = ec; });
+                 });
+  REQUIRE(p.run_until([&] { return c.has_value() && s.has_value(); }));
+  REQUIRE_MESSAGE(!*c, c->message());
+  REQUIRE_MESSAGE(!*s, s->message());
+}
+
+/// A message both ways and an RDMA write + read of 200000 bytes.
+void check_traffic(tcp_pair& p) {
+  const bytes m = pattern(70000, 31);
+  CHECK(p.exchange(*p.client, *p.server, m) == m);
+  CHECK(p.exchange(*p.server, *p.client, m) == m);
+  bytes region(200000), back(200000);
+  auto [e, reg] = p.server->register_buffer(asio::buffer(region), access::remote_read_write);
+  REQUIRE_FALSE(e);
+  const bytes data = pattern(region.size(), 32);
+  std::optional<std::error_code> w, r;
+  p.client->async_rdma_write(asio::buffer(data), std::span(&reg.descriptor, 1), [&](std::error_code ec, std::size_t) { w = ec; });
+  p.client->async_rdma_read(asio::buffer(back), std::span(&reg.descriptor, 1), [&](std::error_code ec, std::size_t) { r = ec; });
+  REQUIRE(p.run_until([&] { return w.has_value() && r.has_value(); }));
+  CHECK_FALSE(*w);
+  CHECK_FALSE(*r);
+  CHECK(back == data);  // the read follows the write on the wire, so it sees its bytes
+}
+
+}  // namespace
+
+TEST_CASE("MPA revision 2 with CRC and peer-to-peer RTR by default") {
+  tcp_pair p;
+  connect_with(p, {}, {});
+  for (auto* c : {&*p.client, &*p.server}) {
+    const auto& m = c->next_layer().settings();
+    CHECK(m.revision == 2);
+    CHECK(m.crc);
+  }
+  check_traffic(p);
+}
+
+TEST_CASE("an initiator offering only MPA revision 1 gets revision 1, without IRD/ORD exchange") {
+  tcp_pair p;
+  tcp::options v1;
+  v1.mpa_revision = 1;
+  connect_with(p, v1, {});
+  CHECK(p.client->next_layer().settings().revision == 1);
+  CHECK(p.server->next_layer().settings().revision == 1);
+  check_traffic(p);
+}
+
+TEST_CASE("CRC32c is used when either side asks, and only then") {
+  tcp::options off;
+  off.crc = false;
+  for (auto [client_crc, server_crc] : {std::pair{false, false}, {true, false}, {false, true}}) {
+    CAPTURE(client_crc);
+    CAPTURE(server_crc);
+    tcp_pair p;
+    connect_with(p, client_crc ? tcp::options{} : off, server_crc ? tcp::options{} : off);
+    const bool expected = client_crc || server_crc;
+    CHECK(p.client->next_layer().settings().crc == expected);
+    CHECK(p.server->next_layer().settings().crc == expected);
+    check_traffic(p);
+  }
+}
+
+TEST_CASE("ORD is capped by the peer's IRD, and reads beyond it wait their turn") {
+  tcp_pair p;
+  tcp::options client, server;
+  client.ord = 64;
+  server.ird = 3;
+  connect_with(p, client, server);
+  CHECK(p.client->next_layer().settings().ord == 3);
+  CHECK(p.server->next_layer().settings().ird == 3);
+  bytes region = pattern(256 * 1024, 41);
+  auto [e, reg] = p.server->register_buffer(asio::buffer(region), access::remote_read);
+  REQUIRE_FALSE(e);
+  std::vector<bytes> sinks(32, bytes(8192));
+  int done = 0;
+  for (std::size_t i = 0; i < sinks.size(); ++i)
+    p.client->async_rdma_read(asio::buffer(sinks[i]), std::span(&reg.descriptor, 1),
+                              [&](std::error_code ec, std::size_t) { CHECK_FALSE(ec); ++done; }, i * 8192);
+  REQUIRE(p.run_until([&] { return done == 32; }));
+  for (std::size_t i = 0; i < sinks.size(); ++i)
+    CHECK(std::equal(sinks[i].begin(), sinks[i].end(), region.begin() + static_cast<std::ptrdiff_t>(i * 8192)));
+}
+
+TEST_CASE("on the wire: MPA Request, the zero-length RDMA Write RTR, then the Negotiate Request as a Send") {
+  // A raw peer on its own thread with blocking I/O plays the responder; ours runs on `io`.
+  asio::io_context io, raw_io;
+  asio::ip::tcp::acceptor acceptor(raw_io, {asio::ip::make_address(ipv4), 0});
+  std::array<std::byte, 24> request{};
+  std::array<std::byte, 20> rtr{};
+  std::array<std::byte, tcp::mpa::fpdu_size(18 + 20)> fpdu{};
+  std::error_code raw_error;
+  std::atomic<bool> raw_done = false;
+  std::thread raw([&] {
+    try {
+      asio::ip::tcp::socket s(raw_io);
+      acceptor.accept(s);
+      asio::read(s, asio::buffer(request));
+      tcp::mpa::frame reply;  // CRC on, peer-to-peer, write RTR, IRD 8, ORD 8
+      reply.reply = true;
+      reply.crc = true;
+      reply.ird = reply.ord = 8;
+      reply.rtr.zero_length_write = true;
+      asio::write(s, asio::buffer(tcp::mpa::encode(reply)));
+      asio::read(s, asio::buffer(rtr));
+      asio::read(s, asio::buffer(fpdu));
+    } catch (const std::system_error& e) {
+      raw_error = e.code();
+    }
+    raw_done = true;
+  });
+  std::optional<std::error_code> connected;
+  std::optional<connection<tcp::queue_pair>> client;
+  asio::co_spawn(io, tcp::connect(io.get_executor(), ipv4, acceptor.local_endpoint().port()),
+                 [&](std::exception_ptr, std::pair<std::error_code, tcp::queue_pair> r) {
+                   connected = r.first;
+                   if (r.first) return;
+                   CHECK(r.second.settings().ord == 8);
+                   client.emplace(std::move(r.second));
+                   client->async_connect([](std::error_code) {});  // sends the Negotiate Request
+                 });
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!raw_done && std::chrono::steady_clock::now() < deadline) {
+    if (io.stopped()) io.restart();
+    io.run_one_for(10ms);
+  }
+  if (!raw_done) acceptor.close();
+  raw.join();
+  REQUIRE_MESSAGE(!raw_error, raw_error.message());
+  REQUIRE(connected == std::error_code{});
+
+  // The MPA Request: key, flags C and S, revision 2, PD_Length 4, then A | IRD, C (write RTR) | ORD.
+  CHECK(std::string(reinterpret_cast<const char*>(request.data()), 16) == "MPA ID Req Frame");
+  CHECK(request[16] == std::byte{0x50});
+  CHECK(request[17] == std::byte{2});
+  CHECK(tcp::wire::detail::get16(request.data() + 18) == 4);
+  const tcp::options defaults;
+  CHECK(tcp::wire::detail::get16(request.data() + 20) == (0x8000 | defaults.ird));
+  CHECK(tcp::wire::detail::get16(request.data() + 22) == (0x8000 | defaults.ord));
+  // The RTR, byte for byte, with its CRC32c least significant byte first (as Linux siw sends).
+  const std::array<unsigned, 20> expected{0x00, 0x0e, 0xc1, 0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa3, 0x05, 0x72, 0xab};
+  for (std::size_t i = 0; i < rtr.size(); ++i) CHECK(std::to_integer<unsigned>(rtr[i]) == expected[i]);
+  // The engine's Negotiate Request: one untagged Send on queue 0, MSN 1, MO 0, 20 bytes.
+  CHECK(tcp::wire::detail::get16(fpdu.data()) == 38);
+  tcp::wire::segment s;
+  REQUIRE_FALSE(tcp::wire::decode_segment({fpdu.data() + 2, 38}, s));
+  CHECK_FALSE(s.tagged);
+  CHECK(s.last);
+  CHECK(s.op == tcp::wire::opcode::send);
+  CHECK(s.queue_number == 0);
+  CHECK(s.msn == 1);
+  CHECK(s.message_offset == 0);
+  wire::negotiate_request req;
+  CHECK_FALSE(wire::decode(s.payload, req));
+  tcp::mpa::crc32c crc;
+  crc.update(fpdu.data(), fpdu.size() - 4);
+  CHECK(crc.value() == tcp::mpa::get_crc(fpdu.data() + fpdu.size() - 4));
+}
