@@ -14,6 +14,9 @@
 #include <filesystem>
 #include <fstream>
 #include <span>
+#include <system_error>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <asio.hpp>
@@ -122,7 +125,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::vector<std::byte> file(size);
-  if (!std::ifstream(o.file, std::ios::binary).read(reinterpret_cast<char*>(file.data()), static_cast<std::streamsize>(size))) {
+  std::ifstream in(o.file, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(file.data()), static_cast<std::streamsize>(size))) {
     std::fprintf(stderr, "file_transfer_client: cannot read %s\n", o.file.c_str());
     return 1;
   }

@@ -177,7 +177,8 @@ inline std::uint64_t crc64(std::span<const std::byte> bytes) {
 inline bool save(const std::string& path, std::span<const std::byte> bytes) {
   if (path.empty()) return true;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  return static_cast<bool>(out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size())));
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  return static_cast<bool>(out.flush());
 }
 
 /// Prints "<who>: error: <step>: <message>" and returns exit status 1.

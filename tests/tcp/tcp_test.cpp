@@ -220,3 +220,109 @@ TEST_CASE("on the wire: MPA Request, the zero-length RDMA Write RTR, then the Ne
   crc.update(fpdu.data(), fpdu.size() - 4);
   CHECK(crc.value() == tcp::mpa::get_crc(fpdu.data() + fpdu.size() - 4));
 }
+
+// ---------------------------------------------------------------- raw queue pairs, no engine
+
+namespace {
+
+/// Two connected queue pairs on one io_context, driven work request by work request.
+struct raw_pair {
+  asio::io_context io;
+  tcp::queue_pair client, server;
+
+  raw_pair() {
+    std::optional<tcp::self_connection> r;
+    asio::co_spawn(io, tcp::connect_to_self(io.get_executor(), ipv4, next_port()),
+                   [&](std::exception_ptr, tcp::self_connection c) { r = std::move(c); });
+    run_until([&] { return r.has_value(); });
+    REQUIRE(r);
+    REQUIRE_MESSAGE(!r->error, r->where << ": " << r->error.message());
+    client = std::move(r->client);
+    server = std::move(r->server);
+  }
+
+  bool run_until(const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      if (io.stopped()) io.restart();
+      io.run_one_for(10ms);
+    }
+    return done();
+  }
+
+  /// The next completion of `qp`; nothing once it is disconnected and drained.
+  std::optional<work_completion> next(tcp::queue_pair& qp) {
+    std::optional<std::optional<work_completion>> wc;
+    asio::co_spawn(io, poll_one(qp), [&](std::exception_ptr, std::optional<work_completion> w) { wc = w; });
+    REQUIRE(run_until([&] { return wc.has_value(); }));
+    return *wc;
+  }
+
+  static asio::awaitable<std::optional<work_completion>> poll_one(tcp::queue_pair& qp) {
+    std::array<work_completion, 1> out;
+    if (co_await qp.poll(out) == 0) co_return std::nullopt;
+    co_return out[0];
+  }
+};
+
+}  // namespace
+
+TEST_CASE("Send with Invalidate revokes the named STag at the receiver") {
+  raw_pair p;
+  bytes region(4096), buf(64);
+  auto [e, mr] = p.server.register_memory(asio::buffer(region), access::remote_write);
+  REQUIRE_FALSE(e);
+  REQUIRE_FALSE(p.server.post_receive(1, buf));
+  const bytes m = pattern(40, 51);
+  const asio::const_buffer g(m.data(), m.size());
+  REQUIRE_FALSE(p.client.post_send(2, std::span(&g, 1), mr.token));
+  const auto rc = *p.next(p.server);
+  CHECK_FALSE(rc.status);
+  CHECK(rc.byte_len == 40);
+  CHECK(rc.invalidated_token == mr.token);
+  CHECK(p.server.deregister_memory(mr) == errc::invalid_token);
+  CHECK_FALSE(p.next(p.client)->status);  // the send
+  // The token is gone: a write to it is refused by the target.
+  bytes later(64);
+  REQUIRE_FALSE(p.server.post_receive(3, buf));
+  REQUIRE_FALSE(p.client.post_receive(5, later));  // carries the error the Terminate brings
+  REQUIRE_FALSE(p.client.post_rdma_write(4, std::span(&g, 1), mr.address, mr.token));
+  CHECK(p.next(p.server)->status == tcp::iwarp_errc::invalid_stag);
+  const auto first = *p.next(p.client), second = *p.next(p.client);
+  CHECK(first.wr_id == 4);  // the write completed on the wire, before the Terminate came back
+  CHECK_FALSE(first.status);
+  CHECK(second.wr_id == 5);
+  CHECK(second.status == errc::remote_access_error);
+}
+
+TEST_CASE("a Send with no receive posted ends the connection; the sender sees receiver_not_ready") {
+  raw_pair p;
+  bytes buf(64), later(64);
+  REQUIRE_FALSE(p.server.post_receive(1, buf));  // one receive: the second Send finds none
+  const bytes m = pattern(10, 52);
+  const asio::const_buffer g(m.data(), m.size());
+  REQUIRE_FALSE(p.client.post_receive(9, later));  // so the client sees the Terminate
+  REQUIRE_FALSE(p.client.post_send(2, std::span(&g, 1), 0));
+  REQUIRE_FALSE(p.client.post_send(3, std::span(&g, 1), 0));
+  CHECK_FALSE(p.next(p.server)->status);
+  CHECK_FALSE(p.next(p.server).has_value());  // nothing posted to report on: the queue pair just ends
+  CHECK_FALSE(p.next(p.client)->status);                         // both Sends left before the Terminate
+  CHECK_FALSE(p.next(p.client)->status);
+  CHECK(p.next(p.client)->status == errc::receiver_not_ready);   // the peer's Terminate, on the receive
+}
+
+TEST_CASE("a Send longer than the posted receive: local_length_error here, remote_invalid_request there") {
+  raw_pair p;
+  bytes small(100), later(64);
+  REQUIRE_FALSE(p.server.post_receive(1, small));
+  REQUIRE_FALSE(p.client.post_receive(9, later));
+  const bytes m = pattern(200, 53);
+  const asio::const_buffer g(m.data(), m.size());
+  REQUIRE_FALSE(p.client.post_send(2, std::span(&g, 1), 0));
+  const auto rc = *p.next(p.server);
+  CHECK(rc.wr_id == 1);
+  CHECK(rc.status == errc::local_length_error);
+  CHECK_FALSE(p.next(p.client)->status);
+  CHECK(p.next(p.client)->status == errc::remote_invalid_request);
+  CHECK(std::all_of(small.begin(), small.end(), [](std::byte b) { return b == std::byte{0}; }));  // nothing placed
+}

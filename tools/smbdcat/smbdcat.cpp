@@ -41,11 +41,13 @@
 #include <cstdlib>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -309,20 +311,22 @@ double seconds_since(clock_type::time_point t) {
 double megabytes(std::uint64_t bytes) { return static_cast<double>(bytes) / 1e6; }
 
 // One stderr line for the whole process, redrawn at most ten times a second: each direction's
-// bytes, with a bar when its length is known, and the combined rate.
+// bytes and rate, with a bar when its length is known.
 class progress {
  public:
   struct direction {
     bool active = false;
     std::uint64_t done = 0, total = unknown_length;
+    clock_type::time_point last{};  // of the latest bytes: a finished direction's rate stays put
   };
   direction sent, received;
 
   explicit progress(bool enabled) : enabled_(enabled) {}
 
-  void update() {
-    if (!enabled_ || clock_type::now() - drawn_ < std::chrono::milliseconds(100)) return;
-    draw();
+  void add(direction& d, std::uint64_t bytes) {
+    d.done += bytes;
+    d.last = clock_type::now();
+    if (enabled_ && d.last - drawn_ >= std::chrono::milliseconds(100)) draw();
   }
   void finish() {
     if (!enabled_ || drawn_ == clock_type::time_point{}) return;
@@ -331,16 +335,17 @@ class progress {
   }
 
  private:
-  static std::string describe(const char* label, const direction& d) {
+  std::string describe(const char* label, const direction& d) const {
+    const double rate = megabytes(d.done) / std::max(1e-9, std::chrono::duration<double>(d.last - start_).count());
     char text[128];
     if (d.total == unknown_length || d.total == 0) {
-      std::snprintf(text, sizeof text, "%s %.1f MB  ", label, megabytes(d.done));
+      std::snprintf(text, sizeof text, "%s %.1f MB %.1f MB/s  ", label, megabytes(d.done), rate);
       return text;
     }
     const auto percent = static_cast<int>(std::min<std::uint64_t>(d.done, d.total) * 100 / d.total);
     const std::string bar = std::string(std::size_t(percent / 5), '#') + std::string(std::size_t(20 - percent / 5), '.');
-    std::snprintf(text, sizeof text, "%s [%s] %3d%% %.1f/%.1f MB  ", label, bar.c_str(), percent, megabytes(d.done),
-                  megabytes(d.total));
+    std::snprintf(text, sizeof text, "%s [%s] %3d%% %.1f/%.1f MB %.1f MB/s  ", label, bar.c_str(), percent,
+                  megabytes(d.done), megabytes(d.total), rate);
     return text;
   }
 
@@ -349,7 +354,7 @@ class progress {
     std::string line = "\r";
     if (sent.active) line += describe("sent", sent);
     if (received.active) line += describe("received", received);
-    std::fprintf(stderr, "%s%.1f MB/s\x1b[K", line.c_str(), megabytes(sent.done + received.done) / seconds_since(start_));
+    std::fprintf(stderr, "%s\x1b[K", line.c_str());
   }
 
   bool enabled_;
@@ -436,8 +441,7 @@ class session : public std::enable_shared_from_this<session<Connection>> {
     if (ec) co_return failed("write " + settings_.output, ec);
     received_ += bytes.size();
     received_crc_ = crc64(received_crc_, bytes);
-    bar_.received.done += bytes.size();
-    bar_.update();
+    bar_.add(bar_.received, bytes.size());
     co_return outcome{};
   }
 
@@ -484,8 +488,7 @@ class session : public std::enable_shared_from_this<session<Connection>> {
       sent_ += n;
       sent_crc_ = crc64(sent_crc_, chunk);
       if (auto r = co_await send_chunk(how, buffer, chunk, slot)) co_return r;
-      bar_.sent.done = sent_;
-      bar_.update();
+      bar_.add(bar_.sent, n);
     }
     if (auto r = co_await send_control(numbers('E', 0, sent_, sent_crc_), "send END")) co_return r;
     // The peer may read the window until it has checked the stream.
