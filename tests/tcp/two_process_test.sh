@@ -86,6 +86,7 @@ run() {
   local start end
   start=$(date +%s%N)
   if [[ -n ${client_pipe:-} ]]; then
+    # shellcheck disable=SC2002  # a pipe on purpose: stdin of unknown length, read in pieces
     cat "$src" | timeout "$limit" "${client[@]}" >"$log.client.out" 2>"$log.client.err" || fail "$name: client failed"
   else
     timeout "$limit" "${client[@]}" </dev/null >"$log.client.out" 2>"$log.client.err" || fail "$name: client failed"

@@ -4,7 +4,7 @@
 //
 // usage: smbdirect_bench [--transport loopback|tcp|verbs] [--address IP] [--op send|write|read]
 //                        [--size BYTES] [--iterations N] [--depth N] [--max-send-size BYTES]
-//                        [--max-receive-size BYTES] [--credits N] [--baseline]
+//                        [--max-receive-size BYTES] [--credits N] [--baseline] [--no-crc]
 //
 // --baseline (tcp only) then moves the same bytes in messages of the same size over a plain TCP
 // socket on the same address and prints that rate and ours as a ratio of it.
@@ -35,6 +35,7 @@ struct settings {
   std::string transport = "loopback", address, op = "send";
   std::uint64_t size = 65536, iterations = 1000, depth = 16;
   bool baseline = false;
+  bool crc = true;  // tcp: ask for MPA CRC32c
   smbdirect::parameters params;
 };
 
@@ -53,15 +54,16 @@ void usage() {
       "  --max-receive-size BYTES    MaxReceiveSize both sides accept (default 1364)\n"
       "  --credits N                 send credit target and receive credit max (default 255)\n"
       "  --baseline                  tcp: also time a plain TCP socket moving the same bytes in\n"
-      "                              messages of --size bytes, and print our rate as a ratio of it\n");
+      "                              messages of --size bytes, and print our rate as a ratio of it\n"
+      "  --no-crc                    tcp: do not ask for MPA CRC32c (default: ask)\n");
 }
 
 bool parse(int argc, char** argv, settings& s) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     if (a == "--help") return usage(), std::exit(0), true;
-    if (a == "--baseline") {
-      s.baseline = true;
+    if (a == "--baseline" || a == "--no-crc") {
+      (a == "--baseline" ? s.baseline : s.crc) = a == "--baseline";
       continue;
     }
     if (i + 1 >= argc) return std::fprintf(stderr, "smbdirect_bench: %s needs a value\n", argv[i]), false;
@@ -242,7 +244,9 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
 }
 
 asio::awaitable<int> run_tcp(const settings& s) {
-  auto pair = co_await smbdirect::tcp::connect_to_self(co_await asio::this_coro::executor, s.address, 0);
+  smbdirect::tcp::options o;
+  o.crc = s.crc;
+  auto pair = co_await smbdirect::tcp::connect_to_self(co_await asio::this_coro::executor, s.address, 0, o);
   if (pair.error) {
     std::fprintf(stderr, "error: %s on %s: %s\n", pair.where, s.address.c_str(), pair.error.message().c_str());
     co_return 1;

@@ -767,7 +767,10 @@ asio::awaitable<int> run_loopback(const settings& s, files f, asio::thread_pool&
     auto receiver = std::make_shared<session<connection>>(server, "server: ", s, server_files, bar, pool);
     std::tie(rc, rs) = co_await (run_side(sender, client, "client: ") && run_side(receiver, server, "server: "));
     bar.finish();
-    if (!rc && !rs && !s.quiet) sender->summary(), receiver->summary();
+    if (!rc && !rs && !s.quiet) {
+      sender->summary();
+      receiver->summary();
+    }
   }
   if (rc) report(rc);
   if (rs) report(rs);
