@@ -480,44 +480,47 @@ asio::awaitable<int> run(const settings& s, std::span<const std::byte> file, Con
   co_return any_failed({&c_close, &s_close}) ? 1 : 0;
 }
 
-// Over verbs both ends still live in this process, as two RDMA CM connections on one device.
-asio::awaitable<int> run_verbs(const settings& s, std::span<const std::byte> file) {
-  auto o = smbdirect::verbs::options::for_parameters(s.params);
-  o.device = s.device;
-  auto pair = co_await smbdirect::verbs::connect_to_self(co_await asio::this_coro::executor, s.address,
-                                                         static_cast<std::uint16_t>(s.port), o);
+// Over verbs and tcp both ends still live in this process: two ends of one RDMA CM or TCP
+// connection. `describe` prints what the transport settled.
+template <class SelfConnection, class Describe>
+asio::awaitable<int> run_pair(const settings& s, std::span<const std::byte> file, SelfConnection pair, Describe describe) {
   if (pair.error) {
     std::fprintf(stderr, "error: %s on %s port %u: %s\n", pair.where, s.address.c_str(), unsigned(pair.port),
                  pair.error.message().c_str());
     co_return 1;
   }
-  if (!s.quiet) {
-    const auto& qp = pair.client;
-    std::printf("device: %s\nport %u, ORD %u, memory windows: %s\n", smbdirect::verbs::to_string(qp.device()).c_str(),
-                unsigned(pair.port), qp.initiator_depth(), qp.uses_memory_windows() ? "yes" : "no");
-  }
-  using connection = smbdirect::connection<smbdirect::verbs::queue_pair>;
+  if (!s.quiet) describe(pair);
+  using connection = smbdirect::connection<decltype(pair.client)>;
   connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
   co_return co_await run(s, file, client, server);
 }
 
-// Over TCP emulation both ends live in this process, as two TCP connections' ends.
+void describe_verbs(const smbdirect::verbs::self_connection& pair) {
+  const auto& qp = pair.client;
+  std::printf("device: %s\nport %u, ORD %u, memory windows: %s\n", smbdirect::verbs::to_string(qp.device()).c_str(),
+              unsigned(pair.port), qp.initiator_depth(), qp.uses_memory_windows() ? "yes" : "no");
+}
+
+void describe_tcp(const smbdirect::tcp::self_connection& pair) {
+  const auto& m = pair.client.settings();
+  std::printf("port %u, MPA revision %u, CRC32c %s, IRD %u, ORD %u\n", unsigned(pair.port), unsigned(m.revision),
+              m.crc ? "on" : "off", unsigned(m.ird), unsigned(m.ord));
+}
+
+asio::awaitable<int> run_verbs(const settings& s, std::span<const std::byte> file) {
+  auto o = smbdirect::verbs::options::for_parameters(s.params);
+  o.device = s.device;
+  co_return co_await run_pair(s, file,
+                              co_await smbdirect::verbs::connect_to_self(co_await asio::this_coro::executor, s.address,
+                                                                         static_cast<std::uint16_t>(s.port), o),
+                              describe_verbs);
+}
+
 asio::awaitable<int> run_tcp(const settings& s, std::span<const std::byte> file) {
-  auto pair = co_await smbdirect::tcp::connect_to_self(co_await asio::this_coro::executor, s.address,
-                                                       static_cast<std::uint16_t>(s.port));
-  if (pair.error) {
-    std::fprintf(stderr, "error: %s on %s port %u: %s\n", pair.where, s.address.c_str(), unsigned(pair.port),
-                 pair.error.message().c_str());
-    co_return 1;
-  }
-  if (!s.quiet) {
-    const auto& m = pair.client.settings();
-    std::printf("port %u, MPA revision %u, CRC32c %s, IRD %u, ORD %u\n", unsigned(pair.port), unsigned(m.revision),
-                m.crc ? "on" : "off", unsigned(m.ird), unsigned(m.ord));
-  }
-  using connection = smbdirect::connection<smbdirect::tcp::queue_pair>;
-  connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
-  co_return co_await run(s, file, client, server);
+  co_return co_await run_pair(s, file,
+                              co_await smbdirect::tcp::connect_to_self(co_await asio::this_coro::executor, s.address,
+                                                                       static_cast<std::uint16_t>(s.port)),
+                              describe_tcp);
 }
 
 }  // namespace

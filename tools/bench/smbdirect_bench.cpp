@@ -243,29 +243,27 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
   co_return 0;
 }
 
-asio::awaitable<int> run_tcp(const settings& s) {
-  smbdirect::tcp::options o;
-  o.crc = s.crc;
-  auto pair = co_await smbdirect::tcp::connect_to_self(co_await asio::this_coro::executor, s.address, 0, o);
+// Both ends of one connection in this process (tcp::self_connection, verbs::self_connection).
+template <class SelfConnection>
+asio::awaitable<int> run_pair(const settings& s, SelfConnection pair) {
   if (pair.error) {
     std::fprintf(stderr, "error: %s on %s: %s\n", pair.where, s.address.c_str(), pair.error.message().c_str());
     co_return 1;
   }
-  using connection = smbdirect::connection<smbdirect::tcp::queue_pair>;
+  using connection = smbdirect::connection<decltype(pair.client)>;
   connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
   co_return co_await run(s, client, server);
 }
 
+asio::awaitable<int> run_tcp(const settings& s) {
+  smbdirect::tcp::options o;
+  o.crc = s.crc;
+  co_return co_await run_pair(s, co_await smbdirect::tcp::connect_to_self(co_await asio::this_coro::executor, s.address, 0, o));
+}
+
 asio::awaitable<int> run_verbs(const settings& s) {
-  auto pair = co_await smbdirect::verbs::connect_to_self(co_await asio::this_coro::executor, s.address, 0,
-                                                         smbdirect::verbs::options::for_parameters(s.params));
-  if (pair.error) {
-    std::fprintf(stderr, "error: %s on %s: %s\n", pair.where, s.address.c_str(), pair.error.message().c_str());
-    co_return 1;
-  }
-  using connection = smbdirect::connection<smbdirect::verbs::queue_pair>;
-  connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
-  co_return co_await run(s, client, server);
+  co_return co_await run_pair(s, co_await smbdirect::verbs::connect_to_self(co_await asio::this_coro::executor, s.address, 0,
+                                                                           smbdirect::verbs::options::for_parameters(s.params)));
 }
 
 }  // namespace
