@@ -326,3 +326,73 @@ TEST_CASE("a Send longer than the posted receive: local_length_error here, remot
   CHECK(p.next(p.client)->status == errc::remote_invalid_request);
   CHECK(std::all_of(small.begin(), small.end(), [](std::byte b) { return b == std::byte{0}; }));  // nothing placed
 }
+
+TEST_CASE("send queue completions come in posting order: a Send after an RDMA Read completes after it") {
+  raw_pair p;
+  bytes region = pattern(1 << 20, 54), sink(1 << 20), buf(64);
+  auto [e, mr] = p.server.register_memory(asio::buffer(region), access::remote_read);
+  REQUIRE_FALSE(e);
+  REQUIRE_FALSE(p.server.post_receive(1, buf));
+  const asio::mutable_buffer s(sink.data(), sink.size());
+  REQUIRE_FALSE(p.client.post_rdma_read(10, std::span(&s, 1), mr.address, mr.token));
+  const bytes m = pattern(30, 55);
+  const asio::const_buffer g(m.data(), m.size());
+  REQUIRE_FALSE(p.client.post_send(11, std::span(&g, 1), 0));
+  const auto first = *p.next(p.client), second = *p.next(p.client);
+  CHECK(first.wr_id == 10);
+  CHECK(first.opcode == work_opcode::rdma_read);
+  CHECK_FALSE(first.status);
+  CHECK(second.wr_id == 11);
+  CHECK(sink == region);
+}
+
+TEST_CASE("the peer's Terminate reaches a completion even when only sends are outstanding") {
+  raw_pair p;
+  bytes buf(64);
+  REQUIRE_FALSE(p.server.post_receive(1, buf));
+  const bytes big = pattern(8 << 20, 56);  // still being written when the Terminate comes back
+  const asio::const_buffer g(big.data(), big.size());
+  REQUIRE_FALSE(p.client.post_rdma_write(10, std::span(&g, 1), 0x1000, 0xbad));
+  REQUIRE_FALSE(p.client.post_rdma_write(11, std::span(&g, 1), 0x1000, 0xbad));
+  std::vector<std::error_code> statuses;
+  while (auto wc = p.next(p.client)) statuses.push_back(wc->status);
+  CHECK(std::count(statuses.begin(), statuses.end(), errc::remote_access_error) == 1);
+  CHECK(statuses.size() == 2);
+  CHECK(p.next(p.server)->status == tcp::iwarp_errc::invalid_stag);
+}
+
+TEST_CASE("releasing a region an RDMA Read Response is sending from ends the connection, never reads freed memory") {
+  // Under ASan a read of the freed region is reported; without it, the errors below still hold.
+  for (bool by_peer : {false, true}) {
+    CAPTURE(by_peer);
+    raw_pair p;
+    auto region = std::make_unique<bytes>(pattern(16 << 20, 57));
+    bytes sink(16 << 20), buf(64), cbuf(64);
+    auto [e, mr] = p.server.register_memory(asio::buffer(*region), access::remote_read);
+    REQUIRE_FALSE(e);
+    REQUIRE_FALSE(p.server.post_receive(1, buf));
+    REQUIRE_FALSE(p.client.post_receive(2, cbuf));
+    const asio::mutable_buffer s(sink.data(), sink.size());
+    REQUIRE_FALSE(p.client.post_rdma_read(10, std::span(&s, 1), mr.address, mr.token));
+    const bytes m = pattern(8, 58);  // outlives its Send
+    const asio::const_buffer g(m.data(), m.size());
+    if (by_peer) {  // the requester invalidates the source right behind its request
+      REQUIRE_FALSE(p.client.post_send(11, std::span(&g, 1), mr.token));
+    } else {  // the responder deregisters once the 16 MiB response is under way
+      REQUIRE(p.run_until([&] { return std::any_of(sink.begin(), sink.begin() + 65536, [](std::byte b) { return b != std::byte{0}; }); }));
+      REQUIRE_FALSE(p.server.deregister_memory(mr));
+    }
+    region.reset();
+    const auto server_first = p.next(p.server);
+    std::vector<work_completion> client;
+    while (auto wc = p.next(p.client)) client.push_back(*wc);
+    const bool read_done = std::any_of(client.begin(), client.end(), [](auto& w) { return w.wr_id == 10 && !w.status; });
+    if (!by_peer && read_done) {  // the whole response had left before the deregistration
+      MESSAGE("response finished first; nothing to release");
+      continue;
+    }
+    REQUIRE(server_first.has_value());
+    CHECK(server_first->status == tcp::iwarp_errc::region_released_during_read);
+    CHECK_FALSE(read_done);
+  }
+}

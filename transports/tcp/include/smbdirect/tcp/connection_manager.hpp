@@ -266,10 +266,17 @@ class listener {
 
   static asio::awaitable<void> accept_loop(std::shared_ptr<shared> s) {
     for (;;) {
-      while (s->ready.size() + s->in_setup >= s->o.listen_backlog && s->acceptor.is_open()) co_await s->event.wait();
+      // Finished setups wait for accept() up to the backlog; setups under way (each bounded by
+      // handshake_timeout) up to four times that, so silent peers cannot hold every slot.
+      while ((s->ready.size() >= s->o.listen_backlog || s->in_setup >= 4 * s->o.listen_backlog) && s->acceptor.is_open())
+        co_await s->event.wait();
       auto [ec, socket] = co_await s->acceptor.async_accept(detail::use_tuple);
       if (!s->acceptor.is_open()) co_return;
-      if (ec) continue;  // e.g. the peer reset before accept: keep listening
+      if (ec == asio::error::connection_aborted) continue;  // the peer gave up before accept
+      if (ec) {  // out of descriptors or buffers: the connection stays queued, so wait first
+        co_await detail::sleep_for(std::chrono::milliseconds(100));
+        continue;
+      }
       ++s->in_setup;
       asio::co_spawn(s->acceptor.get_executor(), setup(s, std::move(socket)), asio::detached);
     }

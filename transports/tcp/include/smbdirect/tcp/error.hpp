@@ -45,6 +45,7 @@ enum class iwarp_errc {
   ird_exceeded,                ///< The peer has more RDMA Read Requests outstanding than our IRD.
   bad_read_request,            ///< An RDMA Read Request message of the wrong length or with a size above 2^31.
   bad_invalidate,              ///< A Send with Invalidate names an STag that cannot be invalidated.
+  region_released_during_read, ///< A region was deregistered or invalidated while an RDMA Read Response was sending from it.
   // --- The peer reported an error it found in what we sent. ---
   terminated_by_peer,          ///< The peer sent a Terminate message (other than the mapped cases).
 };
@@ -81,6 +82,7 @@ class iwarp_category_impl final : public std::error_category {
       case iwarp_errc::ird_exceeded: return "RDMAP: peer exceeded our IRD (outstanding RDMA reads)";
       case iwarp_errc::bad_read_request: return "RDMAP: malformed RDMA Read Request";
       case iwarp_errc::bad_invalidate: return "RDMAP: Send with Invalidate of an STag that cannot be invalidated";
+      case iwarp_errc::region_released_during_read: return "a region was released while an RDMA Read Response was sending from it";
       case iwarp_errc::terminated_by_peer: return "RDMAP: the peer terminated the connection";
     }
     return "unknown iWARP error";

@@ -6,6 +6,8 @@
 // - Sends, RDMA Writes and RDMA Read Requests go out in posting order, each message's FPDUs
 //   back to back. A Send or RDMA Write completes when its last FPDU is handed to TCP (as on an
 //   RNIC); an RDMA Read completes when its whole RDMA Read Response has been placed.
+// - Send queue completions (Send, RDMA Write, RDMA Read) are reported in posting order, so a
+//   Send posted after an RDMA Read completes after it, as on an RNIC.
 // - At most ORD RDMA Read Requests are outstanding; later work requests wait in order.
 //   Incoming RDMA Read Requests above our IRD end the connection (ird_exceeded).
 // - A Send consumes the oldest posted receive; none posted: receiver_not_ready on this side,
@@ -86,7 +88,8 @@ struct options {
   /// After disconnect(): how long to keep reading until the peer closes too, so TCP never
   /// resets a connection whose last bytes the peer has not read yet.
   std::chrono::milliseconds linger{2000};
-  /// Connections whose MPA setup is done or under way that a listener holds for accept().
+  /// Connections a listener holds whose MPA setup is done, waiting for accept(); setups under
+  /// way may be up to four times as many.
   std::size_t listen_backlog = 64;
 };
 
@@ -108,11 +111,12 @@ struct region {
 /// A message waiting to be framed, or being framed, on the outbound stream.
 struct out_message {
   wire::opcode op = wire::opcode::send;
-  std::uint64_t wr_id = 0;
+  std::uint64_t sq_index = 0;  // its send queue entry (Send, RDMA Write, RDMA Read Request)
   std::vector<asio::const_buffer> payload;
   std::size_t total = 0;       // payload bytes
   std::size_t framed = 0;      // payload bytes already framed
   std::uint32_t stag = 0;      // write: remote STag; send: STag to invalidate; read response: sink STag
+  std::uint32_t source = 0;    // read response: the STag of our region it sends from
   std::uint64_t offset = 0;    // tagged offset of the first payload byte
   std::array<std::byte, wire::read_request_size> body{};  // RDMA Read Request or Terminate Control
   std::size_t body_size = 0;
@@ -121,11 +125,19 @@ struct out_message {
 
 /// An RDMA Read Request we sent, waiting for its RDMA Read Response.
 struct pending_read {
-  std::uint64_t wr_id = 0;
+  std::uint64_t sq_index = 0;
   std::uint32_t sink_stag = 0;
   std::vector<asio::mutable_buffer> sink;
   std::uint32_t size = 0;
   std::uint32_t placed = 0;
+};
+
+/// A send queue work request, reported in posting order once it is done.
+struct sq_entry {
+  std::uint64_t wr_id = 0;
+  work_opcode op = work_opcode::send;
+  bool done = false;
+  std::error_code status;
 };
 
 /// One FPDU's bytes other than its payload: length + header (+ body), pad + CRC.
@@ -171,6 +183,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   std::error_code post_send(std::uint64_t wr_id, std::span<const asio::const_buffer> gather, std::uint32_t invalidate) {
     start();
     if (error_) return flushed(wr_id, work_opcode::send);
+    if (asio::buffer_size(gather) > 0xffffffffu) return errc::invalid_argument;  // MO is 32 bits
     auto& m = enqueue(invalidate ? wire::opcode::send_with_invalidate : wire::opcode::send, wr_id, gather);
     m.stag = invalidate;
     return {};
@@ -193,9 +206,9 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     const std::size_t size = asio::buffer_size(local);
     // RDMA Read Message Size is at most 2^31 (RFC 5040 4.4); a peer with IRD 0 takes no reads.
     if (size > 0x80000000u || settings_.ord == 0) return errc::invalid_argument;
-    pending_read r{wr_id, new_stag(), {local.begin(), local.end()}, static_cast<std::uint32_t>(size), 0};
-    wire::read_request rr{r.sink_stag, 0, r.size, token, remote_address};
     auto& m = enqueue(wire::opcode::read_request, wr_id, {});
+    pending_read r{m.sq_index, new_stag(), {local.begin(), local.end()}, static_cast<std::uint32_t>(size), 0};
+    wire::read_request rr{r.sink_stag, 0, r.size, token, remote_address};
     wire::encode(rr, m.body.data());
     m.body_size = wire::read_request_size;
     read_waiting_.push_back(std::move(r));
@@ -212,7 +225,9 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   }
 
   std::error_code deregister_memory(const memory_region& mr) {
-    return regions_.erase(mr.token) ? std::error_code{} : make_error_code(errc::invalid_token);
+    if (!regions_.erase(mr.token)) return errc::invalid_token;
+    released(mr.token);
+    return {};
   }
 
   asio::awaitable<std::size_t> poll(std::span<work_completion> out) {
@@ -235,7 +250,6 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   /// if one is queued); keeps reading until the peer closes too or options::linger passes.
   void disconnect() { fail(errc::work_request_flushed, std::nullopt); }
 
-
   transport_info info() const {
     return {"tcp", static_cast<std::uint32_t>(max_send_sge), 0xffffffffu, 0x80000000u};
   }
@@ -256,6 +270,37 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     return {};
   }
 
+  /// The status of the next work request ended by an error: the error itself once, then
+  /// work_request_flushed.
+  std::error_code take_error() {
+    return std::exchange(unreported_error_, make_error_code(errc::work_request_flushed));
+  }
+
+  std::uint64_t sq_post(std::uint64_t wr_id, work_opcode op) {
+    sq_.push_back({wr_id, op, false, {}});
+    return sq_base_ + sq_.size() - 1;
+  }
+
+  /// Marks a send queue entry done; reports every done entry at the front, in posting order.
+  void sq_done(std::uint64_t index, std::error_code status) {
+    sq_entry& e = sq_[index - sq_base_];
+    e.done = true;
+    e.status = status;
+    while (!sq_.empty() && sq_.front().done) {
+      complete({sq_.front().wr_id, sq_.front().op, sq_.front().status});
+      sq_.pop_front();
+      ++sq_base_;
+    }
+  }
+
+  /// A region is gone (deregistered, or invalidated by the peer). An RDMA Read Response still
+  /// sending from it cannot finish: the connection ends rather than read freed memory.
+  void released(std::uint32_t token) {
+    const bool queued = std::any_of(responses_.begin(), responses_.end(), [&](const out_message& m) { return m.source == token; });
+    if (queued || std::find(batch_sources_.begin(), batch_sources_.end(), token) != batch_sources_.end())
+      fail(iwarp_errc::region_released_during_read, std::nullopt);
+  }
+
   void complete(const work_completion& wc) {
     cq_.push_back(wc);
     cq_event_.notify();
@@ -264,7 +309,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   out_message& enqueue(wire::opcode op, std::uint64_t wr_id, std::span<const asio::const_buffer> payload) {
     out_message& m = outbound_.emplace_back();
     m.op = op;
-    m.wr_id = wr_id;
+    m.sq_index = sq_post(wr_id, opcode_of(op));
     m.payload.assign(payload.begin(), payload.end());
     m.total = asio::buffer_size(payload);
     writer_event_.notify();
@@ -282,28 +327,32 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   /// `tell_peer` is set, a Terminate goes out before our side of TCP closes.
   void fail(std::error_code ec, std::optional<wire::terminate_info> tell_peer) {
     if (error_) return;
-    error_ = ec;
-    std::error_code first = ec;
-    auto report = [&](std::uint64_t wr_id, work_opcode op) {
-      cq_.push_back({wr_id, op, first});
-      first = errc::work_request_flushed;
-    };
-    for (auto& r : reads_) report(r.wr_id, work_opcode::rdma_read);
-    reads_.clear();
-    for (auto& [wr_id, buf] : receives_) report(wr_id, work_opcode::receive);
+    error_ = unreported_error_ = ec;
+    // Receives first: the engine always has some, so the error is the first completion.
+    for (auto& [wr_id, buf] : receives_) complete({wr_id, work_opcode::receive, take_error()});
     receives_.clear();
+    for (auto& r : reads_) sq_done(r.sq_index, take_error());
+    reads_.clear();
     // Messages not yet on the wire; one being framed completes when its write returns.
     for (auto it = outbound_.begin(); it != outbound_.end();) {
       if (it->started) {
         ++it;
         continue;
       }
-      if (it->op != wire::opcode::read_response) report(it->wr_id, opcode_of(it->op));
+      sq_done(it->sq_index, take_error());
       it = outbound_.erase(it);
     }
     read_waiting_.clear();
     responses_.clear();
     regions_.clear();
+    // A write in flight that sends from our regions stops now: the application may release
+    // them once it sees the error. The stream is then cut, so no Terminate can follow.
+    if (writing_ && !batch_sources_.empty()) {
+      cut_ = true;
+      std::error_code ignored;
+      socket_.cancel(ignored);
+      tell_peer.reset();
+    }
     if (tell_peer) {
       auto& t = responses_.emplace_back();
       t.op = wire::opcode::terminate;
@@ -342,9 +391,8 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
 
   /// Frames FPDUs of queued messages into frames_/buffers_ until the batch is full.
   void frame_batch() {
-    constexpr std::size_t max_frames = 64, max_bytes = 4 << 20;
     std::size_t bytes = 0;
-    while (frames_.size() < max_frames && bytes < max_bytes) {
+    while (frames_.size() < max_batch_frames && bytes < max_batch_bytes) {
       auto* q = next_queue();
       if (!q) break;
       out_message& m = q->front();
@@ -352,13 +400,14 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
         reads_.push_back(std::move(read_waiting_.front()));
         read_waiting_.pop_front();
       }
+      if (m.op == wire::opcode::read_response) batch_sources_.push_back(m.source);
       m.started = true;
       bytes += frame_one(m);
       if (m.framed == m.total) {
         // An answered RDMA Read Request frees its IRD slot now: the requester may send the next
         // one as soon as the response reaches it, before our write completion runs.
         if (m.op == wire::opcode::read_response) --inbound_reads_;
-        finished_.push_back({m.op, m.wr_id});
+        if (m.op != wire::opcode::read_response && m.op != wire::opcode::terminate) finished_.emplace_back(m.op, m.sq_index);
         q->pop_front();
       }
     }
@@ -416,34 +465,49 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   }
 
   asio::awaitable<void> writer([[maybe_unused]] std::shared_ptr<qp_state> self) {  // keeps us alive
-    frames_.reserve(64);
+    frames_.reserve(max_batch_frames);  // buffers_ points into frames_: no reallocation in a batch
     for (;;) {
       frames_.clear();
       buffers_.clear();
       finished_.clear();
+      batch_sources_.clear();
       frame_batch();
       if (frames_.empty()) {
         if (error_) break;  // everything that may go out has gone out
         co_await writer_event_.wait();
         continue;
       }
-      auto [ec, n] = co_await asio::async_write(socket_, buffers_, use_tuple);
-      for (const auto& [op, wr_id] : finished_) {
-        if (op == wire::opcode::send || op == wire::opcode::send_with_invalidate || op == wire::opcode::rdma_write) {
-          complete({wr_id, opcode_of(op), error_ ? make_error_code(errc::work_request_flushed) : ec});
-        }
-      }
+      writing_ = true;
+      const std::error_code ec = co_await write_batch();
+      writing_ = false;
       if (ec) fail(ec, std::nullopt);
-      cq_event_.notify();
+      // Sends and RDMA Writes complete once on the wire; RDMA Reads when their response lands.
+      for (const auto& [op, index] : finished_)
+        if (op != wire::opcode::read_request) sq_done(index, error_ ? take_error() : std::error_code{});
     }
-    // A message cut short by the error: its work request is flushed now its bytes are written.
-    for (const auto& m : outbound_) complete({m.wr_id, opcode_of(m.op), errc::work_request_flushed});
+    batch_sources_.clear();
+    // A message cut short by the error: its work request ends now its bytes are written.
+    for (const auto& m : outbound_) sq_done(m.sq_index, take_error());
     outbound_.clear();
     std::error_code ignored;
     socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
     writer_done_ = true;
     cq_event_.notify();
     if (reader_done_) close();
+  }
+
+  /// Writes buffers_ with one gather write after another. Unlike asio::async_write, it stops
+  /// between two writes when fail() cuts the batch, so no later write reads released regions.
+  asio::awaitable<std::error_code> write_batch() {
+    std::size_t first = 0;
+    while (first < buffers_.size()) {
+      if (cut_) co_return asio::error::operation_aborted;
+      auto [ec, n] = co_await socket_.async_write_some(std::span(buffers_).subspan(first), use_tuple);
+      if (ec) co_return ec;
+      for (; first < buffers_.size() && n >= buffers_[first].size(); ++first) n -= buffers_[first].size();
+      if (first < buffers_.size()) buffers_[first] += n;
+    }
+    co_return std::error_code{};
   }
 
   void close() {
@@ -535,8 +599,9 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     r.placed += static_cast<std::uint32_t>(s.payload.size());
     if (!s.last) return;
     if (r.placed != r.size) return fail_tagged(iwarp_errc::base_or_bounds_violation);
-    complete({r.wr_id, work_opcode::rdma_read, {}});
+    const std::uint64_t index = r.sq_index;
     reads_.pop_front();
+    sq_done(index, {});
     writer_event_.notify();  // an ORD slot is free
   }
 
@@ -576,6 +641,8 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   }
 
   void on_send(const wire::segment& s) {
+    if (s.message_offset == 0) in_send_op_ = s.op;
+    if (s.op != in_send_op_) return fail_untagged(iwarp_errc::bad_opcode);  // one message, one opcode
     if (s.message_offset == 0 && receives_.empty()) return fail(errc::receiver_not_ready, wire::terminate_for(errc::receiver_not_ready, false));
     auto& [wr_id, buf] = receives_.front();
     if (s.payload.size() > buf.size() - s.message_offset)
@@ -587,6 +654,8 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     if (s.op == wire::opcode::send_with_invalidate || s.op == wire::opcode::send_with_se_and_invalidate) {
       if (regions_.erase(s.stag) == 0) return fail_untagged(iwarp_errc::bad_invalidate);
       wc.invalidated_token = s.stag;
+      released(s.stag);
+      if (error_) return;
     }
     receives_.pop_front();
     in_offset_[0] = 0;
@@ -606,6 +675,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     m.payload.emplace_back(r->base + (rr.source_tagged_offset - r->mr.address), rr.size);
     m.total = rr.size;
     m.stag = rr.sink_stag;
+    m.source = rr.source_stag;
     m.offset = rr.sink_tagged_offset;
     ++inbound_reads_;
     writer_event_.notify();
@@ -619,12 +689,19 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   asio::steady_timer linger_;
   std::mt19937_64 rng_;
 
+  static constexpr std::size_t max_batch_frames = 64, max_batch_bytes = 4 << 20;
+
   std::error_code error_;
+  std::error_code unreported_error_;  // error_ until a completion has carried it
   bool started_ = false;
+  bool writing_ = false;
+  bool cut_ = false;  // the batch being written must not be written further
   bool writer_done_ = false;  // our direction of TCP is shut down
   bool reader_done_ = false;  // the peer's direction ended
   std::deque<work_completion> cq_;
   std::deque<std::pair<std::uint64_t, std::span<std::byte>>> receives_;
+  std::deque<sq_entry> sq_;       // send queue work requests not yet reported, in posting order
+  std::uint64_t sq_base_ = 0;     // index of sq_.front()
   std::unordered_map<std::uint32_t, region> regions_;
 
   // Outbound: posted work requests in order; Terminate and RDMA Read Responses go first.
@@ -634,12 +711,14 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   std::array<std::uint32_t, 3> out_msn_{1, 1, 1};
   std::vector<fpdu_frame> frames_;
   std::vector<asio::const_buffer> buffers_;
-  std::vector<std::pair<wire::opcode, std::uint64_t>> finished_;
+  std::vector<std::pair<wire::opcode, std::uint64_t>> finished_;  // messages ending in the batch
+  std::vector<std::uint32_t> batch_sources_;  // regions the batch's RDMA Read Responses send from
 
   // Inbound.
   std::array<std::uint32_t, 3> in_msn_{1, 1, 1};
   std::array<std::uint32_t, 3> in_offset_{0, 0, 0};
   std::uint32_t inbound_reads_ = 0;  // RDMA Read Requests accepted and not yet answered
+  wire::opcode in_send_op_ = wire::opcode::send;  // of the Send message being received
 };
 
 }  // namespace detail
