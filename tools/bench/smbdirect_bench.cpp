@@ -132,10 +132,10 @@ asio::awaitable<std::error_code> rdma_worker(Connection& c, const settings& s, s
 }
 
 template <class Connection>
-asio::awaitable<std::error_code> all_workers(Connection& client, Connection& server, const settings& s) {
+asio::awaitable<std::error_code> all_workers(Connection& client, Connection& server, const settings& s,
+                                             std::vector<std::byte>& target) {
   auto ex = co_await asio::this_coro::executor;
   std::vector<std::vector<std::byte>> buffers(s.depth, std::vector<std::byte>(s.size, std::byte{0x5a}));
-  std::vector<std::byte> target(s.size);
   smbdirect::registration reg;
   if (s.op != "send") {
     auto [ec, r] = server.register_buffer(asio::buffer(target), smbdirect::access::remote_read_write);
@@ -216,14 +216,16 @@ asio::awaitable<double> plain_tcp(const settings& s) {
 }
 
 template <class Connection>
-asio::awaitable<int> run(const settings& s, Connection& client, Connection& server) {
+// `target` is the server's registered memory. It outlives both connections: over iWARP and TCP
+// an RDMA Write completes before the target has placed it.
+asio::awaitable<int> run(const settings& s, Connection& client, Connection& server, std::vector<std::byte>& target) {
   auto [a, c] = co_await (negotiate(server, false) && negotiate(client, true));
   if (a || c) {
     std::fprintf(stderr, "error: negotiate: client %s, server %s\n", c.message().c_str(), a.message().c_str());
     co_return 1;
   }
   const auto start = std::chrono::steady_clock::now();
-  const std::error_code ec = co_await all_workers(client, server, s);
+  const std::error_code ec = co_await all_workers(client, server, s, target);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (ec) {
     std::fprintf(stderr, "error: %s: %s\n", s.op.c_str(), ec.message().c_str());
@@ -250,9 +252,10 @@ asio::awaitable<int> run_pair(const settings& s, SelfConnection pair) {
     std::fprintf(stderr, "error: %s on %s: %s\n", pair.where, s.address.c_str(), pair.error.message().c_str());
     co_return 1;
   }
+  std::vector<std::byte> target(s.size);
   using connection = smbdirect::connection<decltype(pair.client)>;
   connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
-  co_return co_await run(s, client, server);
+  co_return co_await run(s, client, server, target);
 }
 
 asio::awaitable<int> run_tcp(const settings& s) {
@@ -286,10 +289,11 @@ int main(int argc, char** argv) {
     io.run();
     return status;
   }
+  std::vector<std::byte> target(s.size);
   using connection = smbdirect::connection<smbdirect::loopback::endpoint>;
   auto [a, b] = smbdirect::loopback::make_pair(io.get_executor(), io.get_executor());
   connection client(std::move(a), s.params), server(std::move(b), s.params);
-  asio::co_spawn(io, run(s, client, server), finish);
+  asio::co_spawn(io, run(s, client, server, target), finish);
   io.run();
   return status;
 }
