@@ -57,6 +57,8 @@ struct network_pair {
   std::optional<conn> client, server;
   std::uint16_t port = 0;
   bool busy_poll = false;  // verbs: both ends poll their completion queue instead of sleeping
+  // Transport options for each end; unset: Fabric::transport_options(parameters, busy_poll).
+  std::optional<typename Fabric::options> client_options, server_options;
 
   bool run_until(const std::function<bool()>& done, std::chrono::seconds limit = 20s) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -83,14 +85,15 @@ struct network_pair {
   /// Connects and negotiates both ends; returns {client error, server error}.
   std::pair<std::error_code, std::error_code> connect(const std::string& address, parameters cp = {},
                                                       parameters sp = {}) {
-    if (!listener) REQUIRE_FALSE(listen(address, Fabric::transport_options(sp, busy_poll)));
+    if (!listener) REQUIRE_FALSE(listen(address, server_options.value_or(Fabric::transport_options(sp, busy_poll))));
     std::optional<std::error_code> c, s;
     asio::co_spawn(io, listener->accept(), [&](std::exception_ptr, std::pair<std::error_code, typename Fabric::queue_pair> r) {
       if (r.first) return void(s = r.first);
       server.emplace(std::move(r.second), sp);
       server->async_accept([&](std::error_code ec) { s = ec; });
     });
-    asio::co_spawn(io, Fabric::connect(io.get_executor(), address, port, Fabric::transport_options(cp, busy_poll)),
+    asio::co_spawn(io, Fabric::connect(io.get_executor(), address, port,
+                                       client_options.value_or(Fabric::transport_options(cp, busy_poll))),
                    [&](std::exception_ptr, std::pair<std::error_code, typename Fabric::queue_pair> r) {
                      if (r.first) return void(c = r.first);
                      client.emplace(std::move(r.second), cp);

@@ -57,11 +57,9 @@ bytes fpdu(const bytes& ulpdu, bool bad_crc = false) {
   bytes f(2);
   w::detail::put16(f.data(), static_cast<std::uint16_t>(ulpdu.size()));
   f.insert(f.end(), ulpdu.begin(), ulpdu.end());
-  f.resize(f.size() + mpa::pad_for(ulpdu.size()));
-  mpa::crc32c crc;
-  crc.update(f.data(), f.size());
-  f.resize(f.size() + 4);
-  mpa::put_crc(f.data() + f.size() - 4, crc.value() ^ (bad_crc ? 1u : 0u));
+  f.resize(mpa::fpdu_size(ulpdu.size()));
+  mpa::seal(f.data(), ulpdu.size());
+  if (bad_crc) f[f.size() - 4] ^= std::byte{1};
   return f;
 }
 
@@ -222,9 +220,7 @@ struct raw_peer {
     const std::size_t ulpdu = w::detail::get16(f.data());
     f.resize(mpa::fpdu_size(ulpdu));
     REQUIRE_FALSE(read(std::span(f).subspan(2)));
-    mpa::crc32c crc;
-    crc.update(f.data(), f.size() - 4);
-    CHECK(crc.value() == mpa::get_crc(f.data() + f.size() - 4));
+    CHECK(mpa::crc_matches(f.data(), ulpdu));
     REQUIRE_FALSE(w::decode_segment({f.data() + 2, ulpdu}, seg));
   }
 

@@ -64,11 +64,7 @@ inline std::vector<std::byte> zero_length_write(bool crc) {
   std::vector<std::byte> f(mpa::fpdu_size(wire::tagged_header_size));
   wire::detail::put16(f.data(), wire::tagged_header_size);
   wire::encode_tagged(f.data() + 2, wire::opcode::rdma_write, true, 0, 0);
-  if (crc) {
-    mpa::crc32c c;
-    c.update(f.data(), f.size() - 4);
-    mpa::put_crc(f.data() + f.size() - 4, c.value());
-  }
+  if (crc) mpa::seal(f.data(), wire::tagged_header_size);
   return f;
 }
 
@@ -106,11 +102,7 @@ inline asio::awaitable<std::error_code> read_rtr(asio::ip::tcp::socket& s, bool 
   if (auto [ec, n] = co_await asio::async_read(s, asio::buffer(f.data(), 2), use_tuple); ec) co_return ec;
   if (wire::detail::get16(f.data()) != wire::tagged_header_size) co_return iwarp_errc::mpa_bad_rtr;
   if (auto [ec, n] = co_await asio::async_read(s, asio::buffer(f.data() + 2, f.size() - 2), use_tuple); ec) co_return ec;
-  if (crc) {
-    mpa::crc32c c;
-    c.update(f.data(), f.size() - 4);
-    if (c.value() != mpa::get_crc(f.data() + f.size() - 4)) co_return iwarp_errc::crc_mismatch;
-  }
+  if (crc && !mpa::crc_matches(f.data(), wire::tagged_header_size)) co_return iwarp_errc::crc_mismatch;
   wire::segment seg;
   if (wire::decode_segment({f.data() + 2, wire::tagged_header_size}, seg) || seg.op != wire::opcode::rdma_write || !seg.last)
     co_return iwarp_errc::mpa_bad_rtr;

@@ -164,4 +164,20 @@ inline std::uint32_t get_crc(const std::byte* in) {
   return v;
 }
 
+/// Fills the CRC field of the contiguous FPDU at `fpdu` carrying `ulpdu_length` bytes.
+inline void seal(std::byte* fpdu, std::size_t ulpdu_length) {
+  crc32c c;
+  const std::size_t covered = 2 + ulpdu_length + pad_for(ulpdu_length);
+  c.update(fpdu, covered);
+  put_crc(fpdu + covered, c.value());
+}
+
+/// Whether the CRC field of the contiguous FPDU at `fpdu` matches its bytes.
+inline bool crc_matches(const std::byte* fpdu, std::size_t ulpdu_length) {
+  crc32c c;
+  const std::size_t covered = 2 + ulpdu_length + pad_for(ulpdu_length);
+  c.update(fpdu, covered);
+  return c.value() == get_crc(fpdu + covered);
+}
+
 }  // namespace smbdirect::tcp::mpa

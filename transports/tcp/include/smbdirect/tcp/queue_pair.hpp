@@ -57,6 +57,7 @@
 #include <asio/write.hpp>
 
 #include "smbdirect/detail/async_event.hpp"
+#include "smbdirect/detail/queue_pair_handle.hpp"
 #include "smbdirect/error.hpp"
 #include "smbdirect/tcp/ddp_rdmap.hpp"
 #include "smbdirect/tcp/error.hpp"
@@ -117,6 +118,7 @@ struct out_message {
   std::size_t framed = 0;      // payload bytes already framed
   std::uint32_t stag = 0;      // write: remote STag; send: STag to invalidate; read response: sink STag
   std::uint32_t source = 0;    // read response: the STag of our region it sends from
+  std::vector<asio::mutable_buffer> sink;  // read request: where its response goes
   std::uint64_t offset = 0;    // tagged offset of the first payload byte
   std::array<std::byte, wire::read_request_size> body{};  // RDMA Read Request or Terminate Control
   std::size_t body_size = 0;
@@ -207,11 +209,12 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     // RDMA Read Message Size is at most 2^31 (RFC 5040 4.4); a peer with IRD 0 takes no reads.
     if (size > 0x80000000u || settings_.ord == 0) return errc::invalid_argument;
     auto& m = enqueue(wire::opcode::read_request, wr_id, {});
-    pending_read r{m.sq_index, new_stag(), {local.begin(), local.end()}, static_cast<std::uint32_t>(size), 0};
-    wire::read_request rr{r.sink_stag, 0, r.size, token, remote_address};
-    wire::encode(rr, m.body.data());
+    m.sink.assign(local.begin(), local.end());
+    // The sink STag only has to match the response, which comes back in request order: any
+    // nonzero value does, and it names no region the peer could write to.
+    while (m.stag == 0) m.stag = static_cast<std::uint32_t>(rng_());
+    wire::encode(wire::read_request{m.stag, 0, static_cast<std::uint32_t>(size), token, remote_address}, m.body.data());
     m.body_size = wire::read_request_size;
-    read_waiting_.push_back(std::move(r));
     return {};
   }
 
@@ -219,7 +222,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     if (error_) return {errc::work_request_flushed, {}};
     if (buf.size() > 0xffffffffu) return {errc::invalid_argument, {}};
     region r{static_cast<std::byte*>(buf.data()),
-             {reinterpret_cast<std::uint64_t>(buf.data()), new_stag(), static_cast<std::uint32_t>(buf.size()), rights}};
+             {reinterpret_cast<std::uint64_t>(buf.data()), new_region_stag(), static_cast<std::uint32_t>(buf.size()), rights}};
     regions_.emplace(r.mr.token, r);
     return {{}, r.mr};
   }
@@ -249,6 +252,8 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   /// Flushes everything and closes our direction of the TCP connection (after a Terminate,
   /// if one is queued); keeps reading until the peer closes too or options::linger passes.
   void disconnect() { fail(errc::work_request_flushed, std::nullopt); }
+  /// The handle is gone; the coroutines finish the close on their own.
+  void release() { disconnect(); }
 
   transport_info info() const {
     return {"tcp", static_cast<std::uint32_t>(max_send_sge), 0xffffffffu, 0x80000000u};
@@ -257,11 +262,9 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
  private:
   // ------------------------------------------------------------------ helpers
 
-  std::uint32_t new_stag() {
+  std::uint32_t new_region_stag() {
     std::uint32_t s = 0;
-    while (s == 0 || regions_.contains(s) || std::any_of(read_waiting_.begin(), read_waiting_.end(), [&](auto& r) { return r.sink_stag == s; }) ||
-           std::any_of(reads_.begin(), reads_.end(), [&](auto& r) { return r.sink_stag == s; }))
-      s = static_cast<std::uint32_t>(rng_());
+    while (s == 0 || regions_.contains(s)) s = static_cast<std::uint32_t>(rng_());
     return s;
   }
 
@@ -342,7 +345,6 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
       sq_done(it->sq_index, take_error());
       it = outbound_.erase(it);
     }
-    read_waiting_.clear();
     responses_.clear();
     regions_.clear();
     // A write in flight that sends from our regions stops now: the application may release
@@ -397,8 +399,8 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
       if (!q) break;
       out_message& m = q->front();
       if (!m.started && m.op == wire::opcode::read_request) {
-        reads_.push_back(std::move(read_waiting_.front()));
-        read_waiting_.pop_front();
+        const auto size = static_cast<std::uint32_t>(asio::buffer_size(m.sink));
+        reads_.push_back({m.sq_index, m.stag, std::move(m.sink), size, 0});
       }
       if (m.op == wire::opcode::read_response) batch_sources_.push_back(m.source);
       m.started = true;
@@ -552,13 +554,8 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   }
 
   void on_fpdu(const std::byte* p, std::size_t ulpdu) {
-    const std::size_t pad = mpa::pad_for(ulpdu);
-    if (settings_.crc) {
-      mpa::crc32c crc;
-      crc.update(p, 2 + ulpdu + pad);
-      if (crc.value() != mpa::get_crc(p + 2 + ulpdu + pad))
-        return fail(iwarp_errc::crc_mismatch, wire::terminate_for(iwarp_errc::crc_mismatch, false));
-    }
+    if (settings_.crc && !mpa::crc_matches(p, ulpdu))
+      return fail(iwarp_errc::crc_mismatch, wire::terminate_for(iwarp_errc::crc_mismatch, false));
     wire::segment s;
     if (auto ec = wire::decode_segment({p + 2, ulpdu}, s)) {
       const bool tagged = ulpdu > 0 && (std::to_integer<unsigned>(p[2]) & 0x80);
@@ -706,7 +703,6 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
 
   // Outbound: posted work requests in order; Terminate and RDMA Read Responses go first.
   std::deque<out_message> outbound_, responses_;
-  std::deque<pending_read> read_waiting_;  // RDMA Read Requests not yet framed, in order
   std::deque<pending_read> reads_;         // framed, awaiting their response (<= ORD)
   std::array<std::uint32_t, 3> out_msn_{1, 1, 1};
   std::vector<fpdu_frame> frames_;
@@ -724,60 +720,19 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
 }  // namespace detail
 
 /// One TCP emulation connection. Models smbdirect::transport. Movable, not copyable;
-/// destroying it disconnects.
-class queue_pair {
+/// destroying it disconnects. Errors besides the concept's: post_send invalid_argument at 4 GiB
+/// or more, post_rdma_read invalid_argument above 2 GiB (RDMA Read Message Size) or when the
+/// peer's IRD is 0; register_memory invalid_argument above 4 GiB; deregister_memory
+/// invalid_token when the region is not registered (or was invalidated). Tokens are random
+/// STags.
+class queue_pair : public smbdirect::detail::queue_pair_handle<detail::qp_state> {
  public:
-  using executor_type = asio::any_io_executor;
-
-  queue_pair() = default;
-  explicit queue_pair(std::shared_ptr<detail::qp_state> s) : state_(std::move(s)) {}
-  queue_pair(queue_pair&&) noexcept = default;
-  queue_pair& operator=(queue_pair&& o) noexcept {
-    if (this != &o) {
-      if (state_) state_->disconnect();
-      state_ = std::move(o.state_);
-    }
-    return *this;
-  }
-  ~queue_pair() {
-    if (state_) state_->disconnect();
-  }
-
-  executor_type get_executor() const { return state_->executor(); }
-
-  std::error_code post_receive(std::uint64_t wr_id, std::span<std::byte> buf) { return state_->post_receive(wr_id, buf); }
-  std::error_code post_send(std::uint64_t wr_id, std::span<const asio::const_buffer> gather, std::uint32_t invalidate_token = 0) {
-    return state_->post_send(wr_id, gather, invalidate_token);
-  }
-  std::error_code post_rdma_write(std::uint64_t wr_id, std::span<const asio::const_buffer> local,
-                                  std::uint64_t remote_address, std::uint32_t token) {
-    return state_->post_rdma_write(wr_id, local, remote_address, token);
-  }
-  /// Errors: invalid_argument above 2 GiB (RDMA Read Message Size).
-  std::error_code post_rdma_read(std::uint64_t wr_id, std::span<const asio::mutable_buffer> local,
-                                 std::uint64_t remote_address, std::uint32_t token) {
-    return state_->post_rdma_read(wr_id, local, remote_address, token);
-  }
-  /// Registers `region` for the peer with `rights`; the token is a fresh random STag.
-  /// Errors: invalid_argument above 4 GiB, work_request_flushed after a disconnect.
-  std::pair<std::error_code, memory_region> register_memory(asio::mutable_buffer region, access rights) {
-    return state_->register_memory(region, rights);
-  }
-  /// Errors: invalid_token when `mr` is not registered (or was invalidated).
-  std::error_code deregister_memory(const memory_region& mr) { return state_->deregister_memory(mr); }
-  asio::awaitable<std::size_t> poll(std::span<work_completion> out) { return state_->poll(out); }
-  void disconnect() {
-    if (state_) state_->disconnect();
-  }
-  transport_info info() const { return state_->info(); }
+  using queue_pair_handle::queue_pair_handle;
 
   /// What MPA settled: revision, CRC, IRD and ORD.
   const mpa_settings& settings() const { return state_->settings(); }
   /// The TCP socket (addresses, options). Do not read or write it.
   asio::ip::tcp::socket& native_handle() const { return state_->socket(); }
-
- private:
-  std::shared_ptr<detail::qp_state> state_;
 };
 
 static_assert(transport<queue_pair>);

@@ -51,6 +51,7 @@
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include "smbdirect/detail/queue_pair_handle.hpp"
 #include "smbdirect/error.hpp"
 #include "smbdirect/parameters.hpp"
 #include "smbdirect/transport.hpp"
@@ -414,8 +415,17 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     on_disconnected();
   }
 
+  std::error_code post_rdma_write(std::uint64_t wr_id, std::span<const asio::const_buffer> local,
+                                  std::uint64_t remote_address, std::uint32_t token) {
+    return post_rdma(wr_id, local, remote_address, token, sq_kind::rdma_write);
+  }
+  std::error_code post_rdma_read(std::uint64_t wr_id, std::span<const asio::mutable_buffer> local,
+                                 std::uint64_t remote_address, std::uint32_t token) {
+    return post_rdma(wr_id, local, remote_address, token, sq_kind::rdma_read);
+  }
+
   /// The handle is gone: disconnect, stop the event loops so they release this state.
-  void shutdown() {
+  void release() {
     disconnect();
     shut_down_ = true;
     if (cm_fd_) cm_fd_->cancel();
@@ -739,50 +749,12 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
 
 /// A connected RDMA queue pair (RC) and its completion queue. Models smbdirect::transport.
 /// Move-only; destroying it disconnects. Made by verbs::connect() or verbs::listener.
-class queue_pair {
+/// register_memory() registers with only the access the rights need (ibv_reg_mr), behind a
+/// type 2 memory window when the device supports them; errors: invalid_argument, the errno of
+/// ibv_reg_mr, work_request_flushed after a disconnect.
+class queue_pair : public smbdirect::detail::queue_pair_handle<detail::qp_state> {
  public:
-  using executor_type = asio::any_io_executor;
-
-  queue_pair() = default;
-  explicit queue_pair(std::shared_ptr<detail::qp_state> s) : state_(std::move(s)) {}
-  queue_pair(queue_pair&&) noexcept = default;
-  queue_pair& operator=(queue_pair&& o) noexcept {
-    if (this != &o) {
-      if (state_) state_->shutdown();
-      state_ = std::move(o.state_);
-    }
-    return *this;
-  }
-  ~queue_pair() {
-    if (state_) state_->shutdown();
-  }
-
-  executor_type get_executor() const { return state_->executor(); }
-
-  std::error_code post_receive(std::uint64_t wr_id, std::span<std::byte> buf) { return state_->post_receive(wr_id, buf); }
-  std::error_code post_send(std::uint64_t wr_id, std::span<const asio::const_buffer> gather, std::uint32_t invalidate_token = 0) {
-    return state_->post_send(wr_id, gather, invalidate_token);
-  }
-  std::error_code post_rdma_write(std::uint64_t wr_id, std::span<const asio::const_buffer> local,
-                                  std::uint64_t remote_address, std::uint32_t token) {
-    return state_->post_rdma(wr_id, local, remote_address, token, detail::sq_kind::rdma_write);
-  }
-  std::error_code post_rdma_read(std::uint64_t wr_id, std::span<const asio::mutable_buffer> local,
-                                 std::uint64_t remote_address, std::uint32_t token) {
-    return state_->post_rdma(wr_id, local, remote_address, token, detail::sq_kind::rdma_read);
-  }
-  /// Registers `region` with only the access `rights` needs (ibv_reg_mr), behind a type 2
-  /// memory window when the device supports them. Errors: invalid_argument, the errno of
-  /// ibv_reg_mr, work_request_flushed after a disconnect.
-  std::pair<std::error_code, memory_region> register_memory(asio::mutable_buffer region, access rights) {
-    return state_->register_memory(region, rights);
-  }
-  std::error_code deregister_memory(const memory_region& mr) { return state_->deregister_memory(mr); }
-  asio::awaitable<std::size_t> poll(std::span<work_completion> out) { return state_->poll(out); }
-  void disconnect() {
-    if (state_) state_->disconnect();
-  }
-  transport_info info() const { return state_->info(); }
+  using queue_pair_handle::queue_pair_handle;
 
   /// The device and port this queue pair runs on.
   const device_info& device() const { return state_->device(); }
@@ -792,9 +764,6 @@ class queue_pair {
   bool uses_memory_windows() const { return state_->uses_memory_windows(); }
   /// The underlying RDMA CM identifier (its qp, verbs context, addresses).
   rdma_cm_id* native_handle() const { return state_->id(); }
-
- private:
-  std::shared_ptr<detail::qp_state> state_;
 };
 
 static_assert(transport<queue_pair>);
