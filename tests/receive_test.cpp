@@ -154,6 +154,25 @@ TEST_CASE("3.1.5.8: reassembly of fragments into one message") {
   CHECK(f.server->stats().fragments_received == 3);
 }
 
+TEST_CASE("3.1.5.8: a disconnect halfway through a fragmented message is reported as such") {
+  fixture f;
+  f.send(encode_data(fixture::header(1000, 500), pattern(1000, 9)));
+  SUBCASE("mid-message") {
+    f.peer->endpoint().disconnect();
+    f.d.settle();
+    CHECK(f.receive_error == errc::peer_disconnected_mid_message);
+    CHECK(f.delivered.empty());  // never a short message
+    CHECK(std::error_code(errc::peer_disconnected_mid_message) == condition::transport_failure);
+  }
+  SUBCASE("after the last fragment: a plain disconnect") {
+    f.send(encode_data(fixture::header(500, 0), pattern(500, 10)));
+    f.peer->endpoint().disconnect();
+    f.d.settle();
+    CHECK(f.delivered.size() == 1);
+    CHECK(f.receive_error == errc::peer_disconnected);
+  }
+}
+
 TEST_CASE("3.1.5.8: a continuation with an inconsistent RemainingDataLength terminates") {
   fixture f;
   f.send(encode_data(fixture::header(100, 200), pattern(100, 7)));

@@ -125,7 +125,7 @@ asio::awaitable<std::error_code> full_session(connected_pair& p, virtual_clock& 
 }
 
 bool documented(std::error_code ec) {
-  return ec.category() == error_category() && ec.value() >= 1 && ec.value() <= static_cast<int>(errc::internal_error);
+  return ec.category() == error_category() && ec.value() >= 1 && ec.value() <= static_cast<int>(last_errc);
 }
 
 std::uint64_t clean_run_operations() {

@@ -1,26 +1,27 @@
 #!/usr/bin/env bash
-# Runs every test: the plain build, then under ASan+UBSan, then under TSan, then tshark's
-# decode of a TCP-emulation capture (needs root), then the verbs suite on soft-RoCE and
-# soft-iWARP inside the QEMU test VM (tools/vm, about 1-2 minutes).
+# Runs every test: the plain build, then under ASan+UBSan, then under TSan, then the tests that
+# need root: tshark's decode of a TCP-emulation capture and the SMB2 NEGOTIATE example against
+# Samba's smbd; then the verbs suite on soft-RoCE and soft-iWARP inside the QEMU test VM
+# (tools/vm, about 1-2 minutes).
 # Installs what it needs first. Usage: tools/test.sh [--quick] [--no-vm]
-#   --quick: plain build only, no tshark, no VM;  --no-vm: skip the VM (machines without QEMU)
+#   --quick: plain build only, no tshark, no Samba, no VM;  --no-vm: skip the VM (no QEMU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 configs=("" "--config=asan" "--config=tsan")
-vm=1 tshark=1
+vm=1 root_tests=1
 for arg in "$@"; do
   case "$arg" in
-    --quick) configs=("") vm=0 tshark=0 ;;
+    --quick) configs=("") vm=0 root_tests=0 ;;
     --no-vm) vm=0 ;;
     *) echo "usage: tools/test.sh [--quick] [--no-vm]" >&2; exit 2 ;;
   esac
 done
-if [ "$tshark" -eq 1 ]; then tools/install-deps.sh tshark; else tools/install-deps.sh; fi
+if [ "$root_tests" -eq 1 ]; then tools/install-deps.sh tshark samba; else tools/install-deps.sh; fi
 
 passed=0 failed=0 status=0
 runs=()
 for config in "${configs[@]}"; do runs+=("$config //..."); done
-[ "$tshark" -eq 1 ] && runs+=("--test_output=all //tests/tcp:tshark_test")
+[ "$root_tests" -eq 1 ] && runs+=("--test_output=all //tests/tcp:tshark_test //tests/stream:samba_test")
 [ "$vm" -eq 1 ] && runs+=("--test_output=all //tests/verbs:vm_test")
 for run in "${runs[@]}"; do
   echo "=== bazel test $run"

@@ -55,7 +55,15 @@ enum class errc {
   connection_closed,              ///< The connection was closed locally; pending operations end with this.
   operation_in_progress,          ///< Another receive is already pending (one at a time).
   internal_error,                 ///< A bug or resource exhaustion (e.g. std::bad_alloc) inside smbdirect.
+  // --- Added later; appended so that the values above stay stable. ---
+  peer_disconnected_mid_message,  ///< The peer disconnected while a fragmented message was partly received (RemainingDataLength > 0); the partial message is discarded. Transport group. 3.1.5.8
+  stream_header_invalid,          ///< smbdirect::stream: a written 4-byte header's first byte is not zero ([MS-SMB2] 2.1); nothing of that message is sent.
+  stream_message_incomplete,      ///< smbdirect::stream: closed while a framed message was partly written; none of it was sent.
+  stream_message_too_large,       ///< smbdirect::stream: a received message is longer than a 4-byte header can state (16 MiB - 1 bytes); it is discarded.
 };
+
+/// The largest errc value, for code that walks them all.
+inline constexpr errc last_errc = errc::stream_message_too_large;
 
 /// Coarse groups of errc values, for `ec == smbdirect::condition::timeout` style tests.
 enum class condition {
@@ -112,6 +120,10 @@ class error_category_impl final : public std::error_category {
       case errc::connection_closed: return "connection closed";
       case errc::operation_in_progress: return "another operation of this kind is in progress";
       case errc::internal_error: return "internal error";
+      case errc::peer_disconnected_mid_message: return "peer disconnected in the middle of a fragmented message";
+      case errc::stream_header_invalid: return "stream header's first byte is not zero ([MS-SMB2] 2.1)";
+      case errc::stream_message_incomplete: return "stream closed in the middle of a written message; none of it was sent";
+      case errc::stream_message_too_large: return "received message longer than a stream header can state (16 MiB - 1)";
     }
     return "unknown smbdirect error";
   }
@@ -153,6 +165,7 @@ inline std::error_condition make_error_condition(condition c) noexcept {
 
 /// The coarse group an errc value belongs to.
 constexpr condition condition_of(errc e) noexcept {
+  if (e == errc::peer_disconnected_mid_message) return condition::transport_failure;
   if (e <= errc::credits_overflow) return condition::protocol_violation;
   if (e <= errc::credit_grant_timeout) return condition::timeout;
   if (e <= errc::injected_fault) return condition::transport_failure;

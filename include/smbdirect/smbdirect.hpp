@@ -7,6 +7,7 @@
 #include "smbdirect/error.hpp"
 #include "smbdirect/parameters.hpp"
 #include "smbdirect/statistics.hpp"
+#include "smbdirect/stream.hpp"
 #include "smbdirect/transport.hpp"
 #include "smbdirect/wire/buffer_descriptor.hpp"
 #include "smbdirect/wire/data_transfer.hpp"

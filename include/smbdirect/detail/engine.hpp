@@ -449,7 +449,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
       if (n == 0) break;  // disconnected and drained
       for (std::size_t i = 0; i < n; ++i) on_completion(batch[i]);
     }
-    if (!terminal_) terminate(errc::peer_disconnected);
+    if (!terminal_) terminate(peer_went_away());
   }
 
   void on_completion(const work_completion& wc) {
@@ -464,7 +464,12 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   /// went away (there is no close message in SMB Direct).
   void on_work_error(const std::error_code& status) {
     if (terminal_) return;
-    terminate(status == errc::work_request_flushed ? make_error_code(errc::peer_disconnected) : status);
+    terminate(status == errc::work_request_flushed ? peer_went_away() : status);
+  }
+
+  /// A disconnect halfway through a fragmented message loses its start: say so.
+  std::error_code peer_went_away() const {
+    return reassembler_.in_progress() ? errc::peer_disconnected_mid_message : errc::peer_disconnected;
   }
 
   void on_send_completion(const work_completion& wc) {
