@@ -314,6 +314,51 @@ TEST_CASE_TEMPLATE("port 0 listens on SMB Direct's port for the transport", Fabr
   const bytes m = pattern(2000, 23);
   CHECK(p.exchange(*p.client, *p.server, m) == m);
 }
+
+TEST_CASE_TEMPLATE("stream: Direct TCP framed messages both ways, then eof", Fabric, SMBDIRECT_CONFORMANCE_FABRICS) {
+  network_pair<Fabric> p;
+  p.connect_ok(Fabric::address());
+  using stream_type = stream<typename Fabric::queue_pair>;
+  stream_type client(std::move(*p.client)), server(std::move(*p.server));
+  const auto framed = [](const bytes& body) {
+    const auto n = body.size();
+    bytes b{std::byte{0}, static_cast<std::byte>(n >> 16), static_cast<std::byte>(n >> 8), static_cast<std::byte>(n)};
+    b.insert(b.end(), body.begin(), body.end());
+    return b;
+  };
+  // Three messages in one write, the middle one fragmented (70000 bytes); the answer split
+  // between its header and its body.
+  const bytes a = pattern(100, 30), b = pattern(70000, 31), c = pattern(1, 32), answer = pattern(5000, 33);
+  bytes request = framed(a);
+  for (const auto* m : {&b, &c}) {
+    const bytes f = framed(*m);
+    request.insert(request.end(), f.begin(), f.end());
+  }
+  const bytes reply = framed(answer);
+  std::optional<std::error_code> wrote, read, replied, got_reply;
+  bytes at_server(request.size()), at_client(reply.size());
+  asio::async_write(client, asio::buffer(request), [&](std::error_code ec, std::size_t) { wrote = ec; });
+  asio::async_read(server, asio::buffer(at_server), [&](std::error_code ec, std::size_t) { read = ec; });
+  REQUIRE(p.run_until([&] { return wrote && read; }));
+  CHECK_FALSE(*wrote);
+  CHECK_FALSE(*read);
+  CHECK(at_server == request);
+  const std::array<asio::const_buffer, 2> parts{asio::buffer(reply.data(), 4), asio::buffer(reply.data() + 4, reply.size() - 4)};
+  asio::async_write(server, parts, [&](std::error_code ec, std::size_t) { replied = ec; });
+  asio::async_read(client, asio::buffer(at_client), [&](std::error_code ec, std::size_t) { got_reply = ec; });
+  REQUIRE(p.run_until([&] { return replied && got_reply; }));
+  CHECK_FALSE(*replied);
+  CHECK(at_client == reply);
+  CHECK(server.next_layer().stats().messages_received == 3);
+
+  std::optional<std::error_code> closed, end;
+  bytes one(1);
+  asio::async_read(server, asio::buffer(one), [&](std::error_code ec, std::size_t) { end = ec; });
+  client.async_close([&](std::error_code ec) { closed = ec; });
+  REQUIRE(p.run_until([&] { return closed && end; }));
+  CHECK_FALSE(*closed);
+  CHECK(*end == asio::error::eof);
+}
 // clang-format on
 
 }  // namespace smbdirect::conformance
