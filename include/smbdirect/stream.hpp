@@ -3,7 +3,7 @@
 //
 // Over TCP, SMB3 frames each message with the Direct TCP transport header ([MS-SMB2] 2.1): one
 // zero byte, then the message length as 3 bytes big-endian. Over SMB Direct one SMB3 message is
-// one upper-layer message and has no header ([MS-SMBD] 2.1, 3.1.4.2). The stream converts:
+// one upper-layer message and has no header ([MS-SMBD] 3.1.4.2, 3.1.5.8). The stream converts:
 //   writing  header + bytes (split across any number of writes)  ->  one upper-layer message
 //   reading  one upper-layer message  ->  its header + its bytes
 // It models Asio's AsyncReadStream and AsyncWriteStream, so asio::async_read, async_write,
@@ -68,10 +68,14 @@ class stream {
   explicit stream(next_layer_type connection) : state_(std::make_shared<state>(std::move(connection))) {}
 
   stream(stream&&) noexcept = default;
-  stream& operator=(stream&&) noexcept = default;
-  ~stream() {
-    if (state_) state_->link.reset();  // ends the connection; pending operations complete
+  stream& operator=(stream&& other) noexcept {
+    if (this != &other) {
+      end();
+      state_ = std::move(other.state_);
+    }
+    return *this;
   }
+  ~stream() { end(); }
 
   executor_type get_executor() const { return state_->executor; }
 
@@ -104,6 +108,12 @@ class stream {
 
  private:
   using result = std::pair<std::error_code, std::size_t>;
+
+  /// Ends the connection; pending operations complete with connection_closed.
+  void end() noexcept {
+    if (state_) state_->link.reset();
+  }
+
   static constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 
   /// Walks a buffer sequence byte range by byte range.
@@ -204,6 +214,7 @@ class stream {
 
     /// [MS-SMB2] 2.1: a zero byte, then the length in 3 bytes big-endian.
     std::error_code accept_header() {
+      if (!link) return errc::connection_closed;
       if (header[0] != std::byte{0}) return errc::stream_header_invalid;
       const std::uint32_t length = std::to_integer<std::uint32_t>(header[1]) << 16 |
                                    std::to_integer<std::uint32_t>(header[2]) << 8 |

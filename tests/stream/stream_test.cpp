@@ -3,6 +3,8 @@
 // so each test sees exactly which messages went over the connection.
 #include <doctest/doctest.h>
 
+#include <random>
+
 #include <asio/read.hpp>
 #include <asio/read_until.hpp>
 #include <asio/streambuf.hpp>
@@ -214,6 +216,30 @@ TEST_CASE("write: a buffer sequence, as asio::async_write passes one, with empty
   CHECK(f.messages[0] == body);
 }
 
+TEST_CASE("write: random messages cut at random points arrive whole and in order") {
+  fixture f;
+  std::minstd_rand rng(20261121);
+  for (int round = 0; round < 20; ++round) {
+    std::vector<bytes> sent;
+    bytes all;
+    for (int i = 0; i < 10; ++i) {
+      sent.push_back(pattern(1 + rng() % 5000, static_cast<unsigned>(round * 100 + i)));
+      const bytes one = framed(sent.back());
+      all.insert(all.end(), one.begin(), one.end());
+    }
+    f.messages.clear();
+    std::size_t at = 0;
+    while (at < all.size()) {
+      const std::size_t n = std::min<std::size_t>(all.size() - at, 1 + rng() % (rng() % 2 ? 8 : 6000));
+      const auto r = f.write_some(bytes(all.begin() + at, all.begin() + at + n));
+      REQUIRE_FALSE(r.ec);
+      REQUIRE(r.bytes == n);
+      at += n;
+    }
+    REQUIRE(f.messages == sent);
+  }
+}
+
 TEST_CASE("write: a bad header fails the write and sends nothing of its message") {
   parameters server;
   server.max_fragmented_size = 200000;  // the client's MaxFragmentedSendSize
@@ -415,16 +441,26 @@ TEST_CASE("read: a message longer than a header can state is refused, not trunca
   CHECK(got == framed(small));
 }
 
-TEST_CASE("read: destroying the stream completes a pending read with connection_closed") {
+TEST_CASE("destroying or replacing the stream completes pending operations with connection_closed") {
+  connected_pair other;  // outlives f: its connection may end up in f.server
   reader_fixture f;
-  std::optional<write_result> r;
+  std::optional<write_result> r, w;
   bytes got(10);
+  const bytes message = framed(pattern(10, 27));
   f.server->async_read_some(asio::buffer(got), [&](std::error_code ec, std::size_t n) { r = write_result{ec, n}; });
   f.p.d.settle();
   CHECK_FALSE(r.has_value());
-  f.server.reset();
-  REQUIRE(f.p.d.run_until([&] { return r.has_value(); }));
+  // A write that has not started running yet.
+  f.server->async_write_some(asio::buffer(message), [&](std::error_code ec, std::size_t n) { w = write_result{ec, n}; });
+  SUBCASE("destroyed") { f.server.reset(); }
+  SUBCASE("move-assigned over") {
+    REQUIRE_FALSE(other.negotiate().first);
+    *f.server = loopback_stream(std::move(*other.server));
+  }
+  REQUIRE(f.p.d.run_until([&] { return r && w; }));
   CHECK(r->ec == errc::connection_closed);
+  CHECK(w->ec == errc::connection_closed);
+  CHECK(w->bytes == 0);
 }
 
 TEST_CASE("next_layer: RDMA on the connection under the stream") {
