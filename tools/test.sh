@@ -2,16 +2,16 @@
 # Runs every test: the plain build, then under ASan+UBSan, then under TSan, then the tests that
 # need root: tshark's decode of a TCP-emulation capture and the SMB2 NEGOTIATE example against
 # Samba's smbd; then the verbs suite on soft-RoCE and soft-iWARP inside the QEMU test VM
-# (tools/vm, about 1-2 minutes).
+# (tools/vm, about 1-2 minutes); then each libFuzzer target for 60 s (tools/fuzz.sh).
 # Installs what it needs first. Usage: tools/test.sh [--quick] [--no-vm]
-#   --quick: plain build only, no tshark, no Samba, no VM;  --no-vm: skip the VM (no QEMU)
+#   --quick: plain build only, no tshark, no Samba, no VM, no fuzzing;  --no-vm: skip the VM
 set -euo pipefail
 cd "$(dirname "$0")/.."
 configs=("" "--config=asan" "--config=tsan")
-vm=1 root_tests=1
+vm=1 root_tests=1 fuzz=1
 for arg in "$@"; do
   case "$arg" in
-    --quick) configs=("") vm=0 root_tests=0 ;;
+    --quick) configs=("") vm=0 root_tests=0 fuzz=0 ;;
     --no-vm) vm=0 ;;
     *) echo "usage: tools/test.sh [--quick] [--no-vm]" >&2; exit 2 ;;
   esac
@@ -38,5 +38,9 @@ for run in "${runs[@]}"; do
   passed=$((passed + p)) failed=$((failed + f))
   rm -f "$log"
 done
+if [ "$fuzz" -eq 1 ]; then
+  echo "=== tools/fuzz.sh --seconds 60"
+  if tools/fuzz.sh --seconds 60; then passed=$((passed + 1)); else failed=$((failed + 1)) status=1; fi
+fi
 echo "tests: $passed passed, $failed failed"
 exit $status

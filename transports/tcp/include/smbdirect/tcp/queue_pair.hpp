@@ -524,13 +524,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     std::vector<std::byte> buf(options_.read_buffer);
     std::size_t begin = 0, end = 0;
     for (;;) {
-      while (!error_ && end - begin >= 2) {
-        const std::size_t ulpdu = wire::detail::get16(buf.data() + begin);
-        const std::size_t size = mpa::fpdu_size(ulpdu);
-        if (end - begin < size) break;
-        on_fpdu(buf.data() + begin, ulpdu);
-        begin += size;
-      }
+      begin += consume({buf.data() + begin, end - begin});
       if (error_) begin = end = 0;  // draining until the peer closes
       if (begin > 0) {
         std::memmove(buf.data(), buf.data() + begin, end - begin);
@@ -553,6 +547,23 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     if (writer_done_) close();
   }
 
+ public:
+  /// Handles every whole FPDU at the start of `bytes` (MPA framing, RFC 5044 4.1) and returns
+  /// how many bytes they took; stops at a partial FPDU or the first error. The reader feeds it
+  /// the TCP stream; fuzzers feed it directly.
+  std::size_t consume(std::span<const std::byte> bytes) {
+    std::size_t used = 0;
+    while (!error_ && bytes.size() - used >= 2) {
+      const std::size_t ulpdu = wire::detail::get16(bytes.data() + used);
+      const std::size_t size = mpa::fpdu_size(ulpdu);
+      if (bytes.size() - used < size) break;
+      on_fpdu(bytes.data() + used, ulpdu);
+      used += size;
+    }
+    return used;
+  }
+
+ private:
   void on_fpdu(const std::byte* p, std::size_t ulpdu) {
     if (settings_.crc && !mpa::crc_matches(p, ulpdu))
       return fail(iwarp_errc::crc_mismatch, wire::terminate_for(iwarp_errc::crc_mismatch, false));
