@@ -32,6 +32,7 @@
 #include <asio/write.hpp>
 
 #include "smbdirect/detail/async_event.hpp"
+#include "smbdirect/detail/self_connection.hpp"
 #include "smbdirect/tcp/ddp_rdmap.hpp"
 #include "smbdirect/tcp/error.hpp"
 #include "smbdirect/tcp/mpa.hpp"
@@ -286,40 +287,13 @@ class listener {
 };
 
 /// Both ends of one connection, in this process (self-tests, benchmarks).
-struct self_connection {
-  std::error_code error;   ///< the first failure, empty on success
-  const char* where = "";  ///< the failed step: "listen", "connect" or "accept"
-  std::uint16_t port = 0;  ///< the port listened on
-  queue_pair client, server;
-};
+using self_connection = smbdirect::self_connection<queue_pair>;
 
 /// Listens on `address` and `port` (0: 5445), connects to it and accepts. Errors: as
 /// listener::open, connect() and listener::accept().
 inline asio::awaitable<self_connection> connect_to_self(asio::any_io_executor ex, std::string address,
                                                         std::uint16_t port = 0, options o = {}) {
-  self_connection out;
-  auto [lec, l] = co_await listener::open(ex, address, port, o);
-  if (lec) {
-    out.error = lec;
-    out.where = "listen";
-    co_return out;
-  }
-  out.port = l->port();
-  auto [cec, client] = co_await connect(ex, address, out.port, o);
-  if (cec) {
-    out.error = cec;
-    out.where = "connect";
-    co_return out;
-  }
-  auto [aec, server] = co_await l->accept();
-  if (aec) {
-    out.error = aec;
-    out.where = "accept";
-    co_return out;
-  }
-  out.client = std::move(client);
-  out.server = std::move(server);
-  co_return out;
+  return smbdirect::detail::connect_to_self<queue_pair, listener>(std::move(ex), std::move(address), port, o, &connect);
 }
 
 }  // namespace smbdirect::tcp

@@ -32,10 +32,10 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include "smbdirect/detail/self_connection.hpp"
 #include "smbdirect/verbs/error.hpp"
 #include "smbdirect/verbs/queue_pair.hpp"
 
@@ -357,47 +357,13 @@ class listener {
 };
 
 /// Both ends of one connection on one device, in this process (self-tests, benchmarks).
-struct self_connection {
-  std::error_code error;   ///< the first failure, empty on success
-  const char* where = "";  ///< the failed step: "listen", "connect" or "accept"
-  std::uint16_t port = 0;  ///< the port listened on
-  queue_pair client, server;
-};
-
-namespace detail {
-
-// A failed connect would leave accept() waiting for a request that never comes.
-inline asio::awaitable<std::pair<std::error_code, queue_pair>> connect_or_cancel(listener& l, std::string address,
-                                                                               options o) {
-  auto r = co_await connect(co_await asio::this_coro::executor, address, l.port(), o);
-  if (r.first) l.cancel();
-  co_return r;
-}
-
-}  // namespace detail
+using self_connection = smbdirect::self_connection<queue_pair>;
 
 /// Listens on `address` and `port` (0: SMB Direct's port for the device), connects to it and
 /// accepts, at once. Errors: as listener::open, connect() and listener::accept().
 inline asio::awaitable<self_connection> connect_to_self(asio::any_io_executor ex, std::string address,
                                                         std::uint16_t port, options o = {}) {
-  using namespace asio::experimental::awaitable_operators;
-  self_connection out;
-  auto [lec, l] = co_await listener::open(ex, address, port, o);
-  if (lec) {
-    out.error = lec;
-    out.where = "listen";
-    co_return out;
-  }
-  out.port = l->port();
-  auto [accepted, connected] = co_await (l->accept() && detail::connect_or_cancel(*l, address, o));
-  if (connected.first || accepted.first) {
-    out.error = connected.first ? connected.first : accepted.first;
-    out.where = connected.first ? "connect" : "accept";
-    co_return out;
-  }
-  out.client = std::move(connected.second);
-  out.server = std::move(accepted.second);
-  co_return out;
+  return smbdirect::detail::connect_to_self<queue_pair, listener>(std::move(ex), std::move(address), port, o, &connect);
 }
 
 }  // namespace smbdirect::verbs
