@@ -4,13 +4,19 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
+#include <optional>
+#include <system_error>
 
 #include <asio/any_io_executor.hpp>
+#include <asio/error.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+
+#include "smbdirect/error.hpp"
 
 namespace smbdirect {
 
@@ -43,6 +49,12 @@ class virtual_clock {
 
   std::size_t pending() const noexcept { return waiters_.size(); }
 
+  /// Timer waits started on this clock so far, over every engine_timer (for fault loops).
+  std::uint64_t waits() const noexcept { return waits_; }
+  /// Fault injection: the wait with this index (counted from 0 as waits() counts) ends at once
+  /// with errc::injected_fault, as a failing system timer would end with its error.
+  std::optional<std::uint64_t> fail_wait;
+
  private:
   friend class engine_timer;
   struct waiter {
@@ -52,12 +64,14 @@ class virtual_clock {
   map::iterator add(time_point t, waiter* w) { return waiters_.emplace(t, w); }
   void remove(map::iterator it) { waiters_.erase(it); }
 
+  bool next_wait_fails() noexcept { return fail_wait == waits_++; }
+
   time_point now_{std::chrono::hours(1)};  // not 0, so "now - interval" stays positive
   map waiters_;
+  std::uint64_t waits_ = 0;
 };
 
-/// One-shot sleeper for the engine: wait_until() returns true when the deadline was reached
-/// and false when cancel() interrupted it. With a virtual_clock it sleeps on that clock.
+/// One-shot sleeper for the engine. With a virtual_clock it sleeps on that clock.
 class engine_timer : private virtual_clock::waiter {
  public:
   engine_timer(asio::any_io_executor ex, virtual_clock* clock)
@@ -68,10 +82,14 @@ class engine_timer : private virtual_clock::waiter {
 
   time_point now() const noexcept { return clock_ ? clock_->now() : std::chrono::steady_clock::now(); }
 
-  asio::awaitable<bool> wait_until(time_point deadline) {
+  /// Sleeps until `deadline` (time_point::max(): until cancel()). Returns {} when the deadline
+  /// was reached, asio::error::operation_aborted when cancel() interrupted it, any other error
+  /// when the timer itself failed (errc::injected_fault under virtual_clock::fail_wait).
+  asio::awaitable<std::error_code> wait_until(time_point deadline) {
     fired_ = false;
     if (clock_) {
-      if (deadline <= clock_->now()) co_return true;
+      if (clock_->next_wait_fails()) co_return errc::injected_fault;
+      if (deadline <= clock_->now()) co_return std::error_code{};
       if (deadline != time_point::max()) {  // "forever" is not a deadline to jump to
         entry_ = clock_->add(deadline, this);
         registered_ = true;
@@ -83,7 +101,8 @@ class engine_timer : private virtual_clock::waiter {
     std::error_code ec;
     co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     unregister();
-    co_return clock_ ? fired_ : !ec;
+    if (clock_) co_return fired_ ? std::error_code{} : make_error_code(asio::error::operation_aborted);
+    co_return ec;
   }
 
   void cancel() { timer_.cancel(); }

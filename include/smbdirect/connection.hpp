@@ -47,7 +47,9 @@ namespace detail {
 // Runs an engine coroutine for a public operation, whatever the completion token. `op(engine)`
 // returns the engine's awaitable (its arguments live in the coroutine frame), yielding either
 // an error_code or an {error_code, bytes} pair; the completion handler holds the engine alive
-// until then. An exception escaping the engine (only std::bad_alloc can) is internal_error.
+// until then. If starting the operation cannot allocate, the initiating call throws
+// std::bad_alloc and nothing has started. An exception escaping the running operation
+// terminates the connection with exception_error() (out_of_memory for std::bad_alloc).
 template <class Token, class Engine, class Op>
 auto launch(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) {
   using result = typename std::invoke_result_t<Op&, Engine&>::value_type;
@@ -59,13 +61,13 @@ auto launch(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) 
         auto work = op(*e);
         asio::co_spawn(ex, std::move(work),
                        [h = std::move(handler), keep = std::move(e)](std::exception_ptr thrown, result r) mutable {
-                         if constexpr (sized) {
-                           if (thrown) r = {make_error_code(errc::internal_error), 0};
-                           std::move(h)(r.first, r.second);
-                         } else {
-                           if (thrown) r = make_error_code(errc::internal_error);
-                           std::move(h)(r);
+                         if (thrown) {
+                           keep->terminate(exception_error(thrown));
+                           if constexpr (sized) r = {exception_error(thrown), 0};
+                           else r = exception_error(thrown);
                          }
+                         if constexpr (sized) std::move(h)(r.first, r.second);
+                         else std::move(h)(r);
                        });
       },
       token, engine, std::move(operation));
@@ -190,6 +192,12 @@ class connection {
     return detail::launch(engine_, std::forward<Token>(token),
                           [](engine_type& e) { return e.close(); });
   }
+
+  /// Ends the connection at once with `reason` (an smbdirect error), without waiting for sends
+  /// in flight: every pending and later operation completes with it, the peer sees a
+  /// disconnect. Does nothing if the connection has already ended. For layers above that
+  /// cannot go on (smbdirect::stream after std::bad_alloc); async_close is the orderly way.
+  void abort(std::error_code reason = errc::connection_closed) { engine_->terminate(reason); }
 
   /// Counters; valid at any time.
   const statistics& stats() const noexcept { return engine_->stats(); }

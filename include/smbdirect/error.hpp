@@ -54,16 +54,18 @@ enum class errc {
   already_connected,              ///< connect/accept called twice.
   connection_closed,              ///< The connection was closed locally; pending operations end with this.
   operation_in_progress,          ///< Another receive is already pending (one at a time).
-  internal_error,                 ///< A bug or resource exhaustion (e.g. std::bad_alloc) inside smbdirect.
+  internal_error,                 ///< A bug inside smbdirect: an invariant broke, or an exception other than std::bad_alloc escaped.
   // --- Added later; appended so that the values above stay stable. ---
   peer_disconnected_mid_message,  ///< The peer disconnected while a fragmented message was partly received (RemainingDataLength > 0); the partial message is discarded. Transport group. 3.1.5.8
   stream_header_invalid,          ///< smbdirect::stream: a written 4-byte header's first byte is not zero ([MS-SMB2] 2.1); nothing of that message is sent.
   stream_message_incomplete,      ///< smbdirect::stream: closed while a framed message was partly written; none of it was sent.
   stream_message_too_large,       ///< smbdirect::stream: a received message is longer than a 4-byte header can state (16 MiB - 1 bytes); it is discarded.
+  out_of_memory,                  ///< An allocation failed (std::bad_alloc) after an operation had started; the connection is terminated. Local-failure group.
+  timer_failed,                   ///< The system timer behind the protocol timers reported an error; the connection is terminated. Local-failure group.
 };
 
 /// The largest errc value, for code that walks them all.
-inline constexpr errc last_errc = errc::stream_message_too_large;
+inline constexpr errc last_errc = errc::timer_failed;
 
 /// Coarse groups of errc values, for `ec == smbdirect::condition::timeout` style tests.
 enum class condition {
@@ -71,6 +73,7 @@ enum class condition {
   timeout,                 ///< One of the protocol timers expired.
   transport_failure,       ///< The queue pair or its completions failed.
   local_error,             ///< The caller passed something invalid or the connection is closed.
+  local_failure,           ///< smbdirect could not go on: memory ran out or a system timer failed.
 };
 
 namespace detail {
@@ -124,6 +127,8 @@ class error_category_impl final : public std::error_category {
       case errc::stream_header_invalid: return "stream header's first byte is not zero ([MS-SMB2] 2.1)";
       case errc::stream_message_incomplete: return "stream closed in the middle of a written message; none of it was sent";
       case errc::stream_message_too_large: return "received message longer than a stream header can state (16 MiB - 1)";
+      case errc::out_of_memory: return "out of memory: an allocation failed, the connection was terminated";
+      case errc::timer_failed: return "the system timer failed, the connection was terminated";
     }
     return "unknown smbdirect error";
   }
@@ -140,6 +145,7 @@ class condition_category_impl final : public std::error_category {
       case condition::timeout: return "protocol timer expired";
       case condition::transport_failure: return "transport failure";
       case condition::local_error: return "local error";
+      case condition::local_failure: return "local resource failure";
     }
     return "unknown smbdirect condition";
   }
@@ -166,6 +172,7 @@ inline std::error_condition make_error_condition(condition c) noexcept {
 /// The coarse group an errc value belongs to.
 constexpr condition condition_of(errc e) noexcept {
   if (e == errc::peer_disconnected_mid_message) return condition::transport_failure;
+  if (e == errc::out_of_memory || e == errc::timer_failed) return condition::local_failure;
   if (e <= errc::credits_overflow) return condition::protocol_violation;
   if (e <= errc::credit_grant_timeout) return condition::timeout;
   if (e <= errc::injected_fault) return condition::transport_failure;

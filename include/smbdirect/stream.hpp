@@ -165,6 +165,12 @@ class stream {
 
     executor_type get_executor() const { return executor; }
 
+    /// An operation ended with an exception (std::bad_alloc): the stream's own state may be
+    /// half updated, so the connection ends with `ec` (see detail::launch).
+    void terminate(std::error_code ec) {
+      if (link) link->abort(ec);
+    }
+
     asio::awaitable<result> write_some(std::vector<asio::const_buffer> pieces) {
       if (writing) co_return result{errc::operation_in_progress, 0};
       writing = true;

@@ -7,12 +7,16 @@
 //   timer loop       - negotiation timer, idle/keepalive timer, credit grant timer.
 // Upper-layer operations (send, receive, RDMA) are coroutines too. Everything runs on the
 // transport's executor; the engine is not thread-safe by itself (see docs/design.md).
+// std::bad_alloc inside the engine terminates the connection with errc::out_of_memory; an
+// operation never returns while work requests it posted may still touch its buffers.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
+#include <new>
 #include <optional>
 #include <type_traits>
 #include <array>
@@ -24,7 +28,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
 #include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
+#include <asio/error.hpp>
 
 #include "smbdirect/clock.hpp"
 #include "smbdirect/detail/async_event.hpp"
@@ -56,6 +60,18 @@ enum class wr_kind : std::uint64_t { receive = 0, send = 1, rdma = 2 };
 constexpr std::uint64_t make_wr_id(wr_kind k, std::uint64_t v) noexcept { return (v << 2) | static_cast<std::uint64_t>(k); }
 constexpr wr_kind kind_of(std::uint64_t wr_id) noexcept { return static_cast<wr_kind>(wr_id & 3); }
 constexpr std::uint64_t value_of(std::uint64_t wr_id) noexcept { return wr_id >> 2; }
+
+/// The error that an exception escaping the engine stands for: out_of_memory for
+/// std::bad_alloc (the only one the engine lets through), internal_error for anything else.
+inline std::error_code exception_error(const std::exception_ptr& thrown) noexcept {
+  try {
+    std::rethrow_exception(thrown);
+  } catch (const std::bad_alloc&) {
+    return errc::out_of_memory;
+  } catch (...) {
+    return errc::internal_error;
+  }
+}
 
 /// Work requests posted by one upper-layer operation, awaited together.
 struct pending_op {
@@ -120,13 +136,17 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     pending_op op(executor_);
     const protocol::fragmenter fragments(static_cast<std::uint32_t>(total), negotiated_.max_send_size);
     std::error_code ec;
-    for (std::uint32_t i = 0; i < fragments.count() && !ec; ++i) {
-      send_slot* slot = nullptr;
-      ec = co_await acquire_send(true, slot);
-      if (!ec) ec = post_fragment(*slot, fragments.at(i), pieces, op);
+    try {
+      for (std::uint32_t i = 0; i < fragments.count() && !ec; ++i) {
+        send_slot* slot = nullptr;
+        ec = co_await acquire_send(true, slot);
+        if (!ec) ec = post_fragment(*slot, fragments.at(i), pieces, op);
+      }
+    } catch (const std::bad_alloc&) {
+      ec = out_of_memory();
     }
     unlock_send();
-    while (op.outstanding > 0) co_await op.done.wait();
+    co_await settle(op);
     if (!ec) ec = op.error;
     if (ec) co_return fail(terminal_ ? terminal_ : ec);
     ++stats_.messages_sent;
@@ -146,9 +166,13 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     receiving_ = false;
     if (ready_.empty()) co_return fail(terminal_);
     out.swap(ready_.front());
-    ready_.front().clear();
-    spare_.push_back(std::move(ready_.front()));
+    std::vector<std::byte> old = std::move(ready_.front());
     ready_.pop_front();
+    old.clear();
+    try {
+      spare_.push_back(std::move(old));  // a cache of storage: losing it costs nothing
+    } catch (const std::bad_alloc&) {
+    }
     co_return std::pair{std::error_code{}, out.size()};
   }
 
@@ -182,7 +206,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     // One work request per overlap of a local piece and a descriptor: no copies.
     std::size_t piece = 0, piece_pos = 0, desc = 0;
     std::uint64_t desc_pos = remote_offset;
-    for (std::size_t done = 0; done < total && !ec;) {
+    for (std::size_t done = 0; done < total && !ec;) try {
       while (local[piece].size() == piece_pos) ++piece, piece_pos = 0;
       while (remote[desc].length == desc_pos) ++desc, desc_pos = 0;
       const std::size_t n = std::min<std::uint64_t>(local[piece].size() - piece_pos, remote[desc].length - desc_pos);
@@ -195,9 +219,11 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
       }
       if (!ec) ++op.outstanding;
       piece_pos += n, desc_pos += n, done += n;
+    } catch (const std::bad_alloc&) {
+      ec = out_of_memory();
     }
     if (ec) terminate(ec);
-    while (op.outstanding > 0) co_await op.done.wait();
+    co_await settle(op);
     if (!ec) ec = op.error;
     if (ec) co_return fail(terminal_ ? terminal_ : ec);
     (write ? stats_.rdma_writes : stats_.rdma_reads) += 1;
@@ -264,6 +290,27 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     return {};
   }
 
+  /// Terminates with out_of_memory (after std::bad_alloc inside the engine); returns it.
+  std::error_code out_of_memory() {
+    terminate(errc::out_of_memory);
+    return errc::out_of_memory;
+  }
+
+  /// Waits until no work request of `op` is outstanding, so its buffers are ours again. A
+  /// std::bad_alloc while waiting terminates the connection, which flushes the work, and the
+  /// wait is retried: returning earlier would leave the transport holding the caller's buffers.
+  asio::awaitable<void> settle(pending_op& op) {
+    while (op.outstanding > 0) {
+      bool failed = false;
+      try {
+        co_await op.done.wait();
+      } catch (const std::bad_alloc&) {
+        failed = true;
+      }
+      if (failed) out_of_memory();
+    }
+  }
+
   void allocate_buffers() {
     receive_slot_size_ = std::max(params_.max_receive_size, negotiate_receive_size);
     receive_buffers_.resize(std::size_t{receive_slot_size_} * params_.receive_credit_max);
@@ -275,9 +322,13 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
 
   void start_background() {
     auto self = this->shared_from_this();
-    asio::co_spawn(executor_, [self]() { return self->completion_loop(); }, asio::detached);
-    asio::co_spawn(executor_, [self]() { return self->timer_loop(); }, asio::detached);
-    asio::co_spawn(executor_, [self]() { return self->control_sender(); }, asio::detached);
+    // An exception ending one of them (std::bad_alloc) ends the connection instead of vanishing.
+    auto on_exit = [self](std::exception_ptr thrown) {
+      if (thrown) self->terminate(exception_error(thrown));
+    };
+    asio::co_spawn(executor_, [self]() { return self->completion_loop(); }, on_exit);
+    asio::co_spawn(executor_, [self]() { return self->timer_loop(); }, on_exit);
+    asio::co_spawn(executor_, [self]() { return self->control_sender(); }, on_exit);
   }
 
   std::uint16_t take_receive_slot() {
@@ -401,7 +452,12 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
       return true;
     });
     if (!fits) {
-      slot.bounce.resize(f.length);
+      try {
+        slot.bounce.resize(f.length);
+      } catch (const std::bad_alloc&) {
+        release_send_slot(slot);
+        throw;  // send() terminates with out_of_memory
+      }
       std::size_t at = 0;
       for_each_piece(pieces, f.offset, f.length, [&](asio::const_buffer b) {
         at += asio::buffer_copy(asio::buffer(slot.bounce) + at, b);
@@ -442,12 +498,30 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
 
   // ---------------------------------------------------------------- background coroutines
 
+  /// Runs until the transport is disconnected and drained, even after std::bad_alloc: pending
+  /// operations wait for their flushed completions (see settle()).
   asio::awaitable<void> completion_loop() {
     std::array<work_completion, 32> batch;
     for (;;) {
-      const std::size_t n = co_await transport_.poll(batch);
+      std::size_t n = 0;
+      bool failed = false;
+      try {
+        n = co_await transport_.poll(batch);
+      } catch (const std::bad_alloc&) {
+        failed = true;
+      }
+      if (failed) {
+        out_of_memory();
+        continue;
+      }
       if (n == 0) break;  // disconnected and drained
-      for (std::size_t i = 0; i < n; ++i) on_completion(batch[i]);
+      for (std::size_t i = 0; i < n; ++i) {
+        try {
+          on_completion(batch[i]);
+        } catch (const std::bad_alloc&) {
+          out_of_memory();
+        }
+      }
     }
     if (!terminal_) terminate(peer_went_away());
   }
@@ -621,8 +695,12 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
       if (phase_ == phase::negotiating) deadline = negotiate_deadline_;
       if (phase_ == phase::connected) deadline = keepalive_.next_deadline();
       if (credit_wait_since_) deadline = std::min(deadline, *credit_wait_since_ + params_.credit_grant_timeout);
-      co_await timer_.wait_until(deadline);
+      const std::error_code ec = co_await timer_.wait_until(deadline);
       if (terminal_) break;
+      if (ec && ec != asio::error::operation_aborted) {
+        terminate(ec.category() == error_category() ? ec : make_error_code(errc::timer_failed));
+        break;
+      }
       const time_point now = timer_.now();
       if (phase_ == phase::negotiating && now >= negotiate_deadline_) {
         terminate(errc::negotiate_timeout);

@@ -103,6 +103,11 @@ class fabric : public std::enable_shared_from_this<fabric> {
     return operations_;
   }
 
+  bool fault_hit_live_pair() const {
+    std::lock_guard lock(mutex_);
+    return fault_hit_live_;
+  }
+
   std::error_code post_receive(int me, std::uint64_t wr_id, std::span<std::byte> buf) {
     std::lock_guard lock(mutex_);
     const auto op = begin_operation();
@@ -247,7 +252,9 @@ class fabric : public std::enable_shared_from_this<fabric> {
 
   operation begin_operation() {
     const std::uint64_t n = operations_++;
-    return {options_.faults.fail_operation == n, options_.faults.fail_completion == n};
+    const operation op{options_.faults.fail_operation == n, options_.faults.fail_completion == n};
+    if ((op.refused || op.fail) && !error_) fault_hit_live_ = true;
+    return op;
   }
 
   std::error_code complete_locked(int me, work_completion wc) {
@@ -290,6 +297,7 @@ class fabric : public std::enable_shared_from_this<fabric> {
   side_state side_[2];
   std::uint64_t operations_ = 0;
   bool error_ = false;
+  bool fault_hit_live_ = false;
   std::mt19937_64 rng_;
 };
 
@@ -354,6 +362,9 @@ class endpoint {
 
   /// Operations counted so far over both endpoints (for fault loops).
   std::uint64_t operations() const { return fabric_->operations(); }
+  /// Whether the planned fault fired while the queue pairs were still up (a fault on a pair
+  /// already in the error state changes nothing).
+  bool fault_hit_live_pair() const { return fabric_->fault_hit_live_pair(); }
 
  private:
   void close() {
