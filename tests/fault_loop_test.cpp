@@ -6,7 +6,7 @@
 // Every run must end (virtual clock: a hang fails run_until) with both ends down, every error
 // documented in our category and never internal_error; under --config=asan, LeakSanitizer
 // checks that nothing leaked and AddressSanitizer that nothing was used after release.
-// Allocation failures: see the last test case, and docs/robustness.md for why Asio 1.22 rules
+// Allocation failures: see the last test case, and docs/design.md for why Asio 1.22 rules
 // out failing every allocation in turn.
 #include <doctest/doctest.h>
 

@@ -198,6 +198,45 @@ TEST_CASE("3.1.5.6/3.1.5.3: sizes are clamped crosswise and the response reports
   CHECK(f.server->credits().posted() == 100);
 }
 
+TEST_CASE("limits: a Negotiate Request with every field at its largest wire value is bounded by our parameters") {
+  passive_fixture f;  // defaults: ReceiveCreditMax 255, MaxSendSize/MaxReceiveSize 1364, MaxReadWriteSize 1 MiB
+  auto req = good_request();
+  req.credits_requested = 0xffff;
+  req.preferred_send_size = 0xffffffff;
+  req.max_receive_size = 0xffffffff;
+  req.max_fragmented_size = 0xffffffff;
+  CHECK_FALSE(f.accept_with(encode_request(req)));
+  const auto r = f.response();
+  CHECK(r.credits_granted == 255);  // receives posted: ours, not the peer's 65535
+  CHECK(r.max_receive_size == 1364);
+  CHECK(r.preferred_send_size == 1364);
+  CHECK(r.max_read_write_size == (1u << 20));
+  const auto& n = f.server->negotiated();
+  CHECK(n.receive_credit_target == 255);
+  CHECK(n.max_send_size == 1364);
+  CHECK(n.max_receive_size == 1364);
+  CHECK(n.max_fragmented_recv_size == (1u << 20));  // what we reassemble stays ours
+  CHECK(f.server->credits().posted() == 255);
+}
+
+TEST_CASE("limits: a Negotiate Response with every field at its largest wire value is bounded by our parameters") {
+  active_fixture f;
+  auto rsp = good_response(0xffff, 0xffff);
+  rsp.preferred_send_size = 1364;  // above our MaxReceiveSize is refused (3.1.5.7), tested below
+  rsp.max_receive_size = 0xffffffff;
+  rsp.max_fragmented_size = 0xffffffff;
+  rsp.max_read_write_size = 0xffffffff;
+  CHECK_FALSE(f.connect_with(rsp));
+  const auto& n = f.client->negotiated();
+  CHECK(n.max_send_size == 1364);
+  CHECK(n.max_read_write_size == (1u << 20));
+  CHECK(n.max_fragmented_recv_size == (1u << 20));
+  CHECK(n.receive_credit_target == 255);
+  CHECK(f.client->credits().posted() == 255);
+  CHECK(f.client->credits().send_credits() >= 0xfffe);  // minus the grant sent after negotiation;
+  // a count, not memory: outstanding sends are bounded by our send_credit_target + 2 slots
+}
+
 TEST_CASE("3.1.5.6: PreferredSendSize below 128 still gives MaxReceiveSize 128") {
   passive_fixture f;
   auto req = good_request();

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <set>
 
 #include "support/connected_pair.hpp"
@@ -75,6 +76,40 @@ TEST_CASE("tokens are unpredictable and unique") {
   for (auto& b : bufs) tokens.insert(f.server->register_buffer(asio::buffer(b), access::remote_read).second.descriptor.token);
   CHECK(tokens.size() == 64);
   CHECK_FALSE(tokens.contains(0));
+  // Not a counter: registration order says nothing about the next token...
+  std::vector<std::uint32_t> in_order;
+  for (auto& b : bufs) in_order.push_back(f.server->register_buffer(asio::buffer(b), access::remote_read).second.descriptor.token);
+  std::set<std::uint32_t> steps;
+  for (std::size_t i = 1; i < in_order.size(); ++i) steps.insert(in_order[i] - in_order[i - 1]);
+  CHECK(steps.size() > 32);
+  // ...and another connection (seeded from std::random_device) draws other tokens.
+  fixture g;
+  bytes one(16);
+  CHECK_FALSE(tokens.contains(g.server->register_buffer(asio::buffer(one), access::remote_read).second.descriptor.token));
+}
+
+TEST_CASE("Send with Invalidate: the named region is gone for the peer; a later access fails") {
+  asio::io_context io;
+  auto [a, b] = loopback::make_pair(io.get_executor(), io.get_executor());
+  bytes region(4096), inbox(64);
+  auto [re, mr] = b.register_memory(asio::buffer(region), access::remote_read_write);
+  REQUIRE_FALSE(re);
+  REQUIRE_FALSE(b.post_receive(1, inbox));
+  const bytes hello = pattern(10, 1);
+  const asio::const_buffer g(hello.data(), hello.size());
+  REQUIRE_FALSE(a.post_send(2, std::span(&g, 1), mr.token));
+  std::array<work_completion, 4> wc;
+  REQUIRE(b.try_poll(wc) == 1);
+  CHECK(wc[0].status == std::error_code{});
+  CHECK(wc[0].invalidated_token == mr.token);
+  const asio::const_buffer w(hello.data(), hello.size());
+  REQUIRE_FALSE(a.post_rdma_write(3, std::span(&w, 1), mr.address, mr.token));
+  std::size_t n = a.try_poll(wc);
+  REQUIRE(n >= 2);  // the send, then the write
+  CHECK(wc[n - 1].wr_id == 3);
+  CHECK(wc[n - 1].status == errc::remote_access_error);
+  CHECK(std::all_of(region.begin(), region.end(), [](std::byte x) { return x == std::byte{0}; }));
+  CHECK(b.deregister_memory(mr) == errc::invalid_token);
 }
 
 TEST_CASE("access the peer did not grant fails with remote_access_error and ends the connection") {
@@ -92,6 +127,17 @@ TEST_CASE("access the peer did not grant fails with remote_access_error and ends
     auto [ec, reg] = f.server->register_buffer(asio::buffer(target), access::remote_write);
     bytes back(100);
     CHECK(f.read(back, std::span(&reg.descriptor, 1)).first == errc::remote_access_error);
+    CHECK(f.client->error() == errc::remote_access_error);
+  }
+  SUBCASE("read out of bounds by one byte") {
+    fixture f;
+    auto [ec, reg] = f.server->register_buffer(asio::buffer(target), access::remote_read_write);
+    auto bad = reg.descriptor;
+    bad.offset += 4096 - 99;
+    bytes back(100);
+    CHECK(f.read(back, std::span(&bad, 1)).first == errc::remote_access_error);
+    CHECK(f.client->error() == errc::remote_access_error);
+    CHECK(back == bytes(100));
   }
   SUBCASE("wrong token") {
     fixture f;
@@ -99,6 +145,7 @@ TEST_CASE("access the peer did not grant fails with remote_access_error and ends
     auto bad = reg.descriptor;
     bad.token ^= 1;
     CHECK(f.write(data, std::span(&bad, 1)).first == errc::remote_access_error);
+    CHECK(f.client->error() == errc::remote_access_error);
   }
   SUBCASE("out of bounds by one byte") {
     fixture f;
@@ -106,6 +153,8 @@ TEST_CASE("access the peer did not grant fails with remote_access_error and ends
     auto bad = reg.descriptor;
     bad.offset += 4096 - 99;  // 100 bytes from here end one byte past the region
     CHECK(f.write(data, std::span(&bad, 1)).first == errc::remote_access_error);
+    CHECK(f.client->error() == errc::remote_access_error);
+    CHECK(target == bytes(4096));
   }
   SUBCASE("after deregistration") {
     fixture f;
@@ -113,8 +162,25 @@ TEST_CASE("access the peer did not grant fails with remote_access_error and ends
     CHECK_FALSE(f.server->deregister_buffer(reg));
     CHECK(f.server->deregister_buffer(reg) == errc::invalid_token);
     CHECK(f.write(data, std::span(&reg.descriptor, 1)).first == errc::remote_access_error);
+    CHECK(f.client->error() == errc::remote_access_error);
     CHECK(target == bytes(4096));
   }
+}
+
+TEST_CASE("limits: descriptor count bounded by max_rdma_descriptors, up to the 4095 an SMB2 channel info holds") {
+  fixture f;
+  bytes region(4095 * 16), data = pattern(4095 * 16, 7);
+  auto [ec, reg] = f.server->register_buffer(asio::buffer(region), access::remote_read_write);
+  REQUIRE_FALSE(ec);
+  std::vector<wire::buffer_descriptor_v1> descs(4095);
+  for (std::size_t i = 0; i < descs.size(); ++i) descs[i] = {reg.descriptor.offset + i * 16, reg.descriptor.token, 16};
+  CHECK(f.write(data, descs).first == errc::too_many_descriptors);
+  CHECK(f.write(data, std::span(descs).first(257)).first == errc::too_many_descriptors);
+  CHECK(f.client->is_connected());
+  CHECK(region == bytes(region.size()));
+  const bytes part(data.begin(), data.begin() + 256 * 16);
+  CHECK(f.write(part, std::span(descs).first(256)) == std::pair<std::error_code, std::size_t>{{}, 256 * 16});
+  CHECK(std::equal(part.begin(), part.end(), region.begin()));
 }
 
 TEST_CASE("local limits: MaxReadWriteSize and the descriptors' length, connection stays up") {

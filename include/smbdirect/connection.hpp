@@ -158,7 +158,8 @@ class connection {
 
   /// RDMA-writes `buffers` (a ConstBufferSequence) into the peer's memory described by
   /// `remote`, starting `remote_offset` bytes into it ([MS-SMBD] 3.1.4.5). Errors:
-  /// rdma_too_large (above MaxReadWriteSize or the descriptors; the connection stays up),
+  /// rdma_too_large (above MaxReadWriteSize or the descriptors) or too_many_descriptors (more
+  /// than parameters::max_rdma_descriptors); the connection stays up for both;
   /// remote_access_error (bad token, bounds or rights; the connection ends), terminal errors.
   template <class ConstBufferSequence, class Token>
   auto async_rdma_write(const ConstBufferSequence& buffers, std::span<const wire::buffer_descriptor_v1> remote,

@@ -62,10 +62,11 @@ enum class errc {
   stream_message_too_large,       ///< smbdirect::stream: a received message is longer than a 4-byte header can state (16 MiB - 1 bytes); it is discarded.
   out_of_memory,                  ///< An allocation failed (std::bad_alloc) after an operation had started; the connection is terminated. Local-failure group.
   timer_failed,                   ///< The system timer behind the protocol timers reported an error; the connection is terminated. Local-failure group.
+  too_many_descriptors,           ///< An RDMA read/write names more Buffer Descriptor V1 entries than parameters::max_rdma_descriptors; the connection stays up.
 };
 
 /// The largest errc value, for code that walks them all.
-inline constexpr errc last_errc = errc::timer_failed;
+inline constexpr errc last_errc = errc::too_many_descriptors;
 
 /// Coarse groups of errc values, for `ec == smbdirect::condition::timeout` style tests.
 enum class condition {
@@ -129,6 +130,7 @@ class error_category_impl final : public std::error_category {
       case errc::stream_message_too_large: return "received message longer than a stream header can state (16 MiB - 1)";
       case errc::out_of_memory: return "out of memory: an allocation failed, the connection was terminated";
       case errc::timer_failed: return "the system timer failed, the connection was terminated";
+      case errc::too_many_descriptors: return "more buffer descriptors than parameters::max_rdma_descriptors";
     }
     return "unknown smbdirect error";
   }

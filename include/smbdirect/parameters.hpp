@@ -35,6 +35,10 @@ struct parameters {
   milliseconds keepalive_timeout{5000};
   /// How long we tolerate having a message to send but no usable send credit. (Windows: 5 s)
   milliseconds credit_grant_timeout{5000};
+  /// Most Buffer Descriptor V1 entries one RDMA read/write may use. Each becomes at least one
+  /// work request, and descriptors usually come from the peer (an SMB2 channel info holds up
+  /// to 4095), so this bounds the work one request can make us queue. > 0.
+  std::uint32_t max_rdma_descriptors = 256;
 };
 
 /// Smallest MaxReceiveSize a peer may offer. [MS-SMBD] 3.1.5.6

@@ -222,27 +222,36 @@ TEST_CASE_TEMPLATE("many RDMA reads at once stay within ORD and all complete", F
                      region.begin() + i * 16384));
 }
 
-TEST_CASE_TEMPLATE("a bad token, a deregistered region and a missing right fail the RDMA access", Fabric, SMBDIRECT_CONFORMANCE_FABRICS) {
+TEST_CASE_TEMPLATE("a bad token, a deregistered region, a missing right and bounds fail the RDMA access", Fabric, SMBDIRECT_CONFORMANCE_FABRICS) {
+  // 0 wrong token, 1 deregistered, 2 write to read-only: RDMA Writes. 3 one byte past the
+  // end, 4 read from write-only: RDMA Reads, which every transport fails at the initiator.
   bytes region(65536), data = pattern(4096, 9);
-  for (int c = 0; c < 3; ++c) {
+  for (int c = 0; c < 5; ++c) {
     CAPTURE(c);
     network_pair<Fabric> p;
     p.connect_ok(Fabric::address());
-    auto [e, reg] = p.server->register_buffer(asio::buffer(region), c == 2 ? access::remote_read : access::remote_read_write);
+    const access rights = c == 2 ? access::remote_read : c == 4 ? access::remote_write : access::remote_read_write;
+    auto [e, reg] = p.server->register_buffer(asio::buffer(region), rights);
     REQUIRE_FALSE(e);
     auto d = reg.descriptor;
     if (c == 0) d.token ^= 0x5a5a5a00u;
     if (c == 1) REQUIRE_FALSE(p.server->deregister_buffer(reg));
+    if (c == 3) d.offset += region.size() - data.size() + 1;
     std::optional<std::error_code> w;
-    p.client->async_rdma_write(asio::buffer(data), std::span(&d, 1), [&](std::error_code ec, std::size_t) { w = ec; });
+    bytes back(data.size());
+    if (c < 3) {
+      p.client->async_rdma_write(asio::buffer(data), std::span(&d, 1), [&](std::error_code ec, std::size_t) { w = ec; });
+    } else {
+      p.client->async_rdma_read(asio::buffer(back), std::span(&d, 1), [&](std::error_code ec, std::size_t) { w = ec; });
+    }
     REQUIRE(p.run_until([&] { return w.has_value(); }));
-    if (Fabric::async_write_errors(p.client->next_layer())) {
+    if (c < 3 && Fabric::async_write_errors(p.client->next_layer())) {
       // The write completes once on the wire; the target's Terminate then ends the connection.
       CHECK((!*w || *w == errc::remote_access_error));
       REQUIRE(p.run_until([&] { return !p.client->is_connected(); }));
       CHECK_MESSAGE(Fabric::is_async_access_error(p.client->error()), p.client->error().message());
     } else {
-      CHECK(*w == errc::remote_access_error);
+      CHECK_MESSAGE((*w == errc::remote_access_error || (c >= 3 && Fabric::is_async_access_error(*w))), w->message());
       CHECK_FALSE(p.client->is_connected());
     }
     CHECK(std::all_of(region.begin(), region.end(), [](std::byte b) { return b == std::byte{0}; }));

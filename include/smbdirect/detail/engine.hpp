@@ -195,6 +195,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
                                                                 std::uint64_t remote_offset) {
     constexpr bool write = std::is_same_v<Buffer, asio::const_buffer>;
     if (auto ec = usable()) co_return fail(ec);
+    if (remote.size() > params_.max_rdma_descriptors) co_return fail(errc::too_many_descriptors);
     const std::size_t total = asio::buffer_size(local);
     std::uint64_t available = 0;
     for (const auto& d : remote) available += d.length;

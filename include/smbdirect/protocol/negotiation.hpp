@@ -23,6 +23,7 @@ inline std::error_code validate(const parameters& p) noexcept {
   if (p.max_fragmented_size < min_fragmented_size || p.max_read_write_size == 0) return errc::invalid_argument;
   if (p.negotiate_timeout.count() <= 0 || p.keepalive_interval.count() < 0) return errc::invalid_argument;
   if (p.keepalive_timeout.count() <= 0 || p.credit_grant_timeout.count() <= 0) return errc::invalid_argument;
+  if (p.max_rdma_descriptors == 0) return errc::invalid_argument;
   return {};
 }
 
