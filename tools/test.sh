@@ -21,6 +21,8 @@ if [ "$root_tests" -eq 1 ]; then tools/install-deps.sh tshark samba; else tools/
 passed=0 failed=0 status=0
 runs=()
 for config in "${configs[@]}"; do runs+=("$config //..."); done
+# Print the load test's numbers (memory per idle connection) from the ASan run.
+[ "${#configs[@]}" -gt 1 ] && runs+=("--config=asan --test_output=all //tests/load:load_test")
 [ "$root_tests" -eq 1 ] && runs+=("--test_output=all //tests/tcp:tshark_test //tests/stream:samba_test")
 [ "$vm" -eq 1 ] && runs+=("--test_output=all //tests/verbs:vm_test")
 for run in "${runs[@]}"; do

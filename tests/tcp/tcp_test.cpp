@@ -28,6 +28,7 @@ struct tcp_fabric {
   }
   static std::uint16_t default_port(const std::string&) { return smbdirect::tcp::default_port; }
   static bool async_write_errors(const queue_pair&) { return true; }  // as iWARP
+  static bool enforces_remote_read_right(const queue_pair&) { return true; }
   // The target's Terminate names the access violation precisely.
   static bool is_async_access_error(std::error_code ec) { return ec == smbdirect::errc::remote_access_error; }
   static bool is_refused(std::error_code ec) { return ec == asio::error::connection_refused; }

@@ -51,6 +51,9 @@ struct verbs_fabric {
     return iwarp ? smbdirect::verbs::iwarp_port : smbdirect::verbs::ib_port;
   }
   static bool async_write_errors(const queue_pair& qp) { return qp.device().iwarp; }
+  // Linux soft-iWARP (siw, kernel 6.1) serves an RDMA Read from memory registered without
+  // IBV_ACCESS_REMOTE_READ: the target's kernel, not us, would have to refuse it.
+  static bool enforces_remote_read_right(const queue_pair& qp) { return qp.device().name.rfind("siw", 0) != 0; }
   static bool is_async_access_error(std::error_code ec) { return ec == smbdirect::condition::transport_failure; }
   static bool is_refused(std::error_code ec) {
     return ec == smbdirect::verbs::cm_errc::connection_rejected || ec == smbdirect::verbs::cm_errc::peer_unreachable;
