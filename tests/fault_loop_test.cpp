@@ -13,7 +13,6 @@
 #include <array>
 #include <cstdio>
 #include <exception>
-#include <new>
 #include <optional>
 #include <string>
 

@@ -134,6 +134,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
       co_return fail(ec);
     if (auto ec = co_await lock_send()) co_return fail(ec);
     pending_op op(executor_);
+    auto settled = settle(op);  // before posting: see settle()
     const protocol::fragmenter fragments(static_cast<std::uint32_t>(total), negotiated_.max_send_size);
     std::error_code ec;
     try {
@@ -146,7 +147,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
       ec = out_of_memory();
     }
     unlock_send();
-    co_await settle(op);
+    co_await std::move(settled);
     if (!ec) ec = op.error;
     if (ec) co_return fail(terminal_ ? terminal_ : ec);
     ++stats_.messages_sent;
@@ -202,6 +203,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     if (total > negotiated_.max_read_write_size || remote_offset > available || total > available - remote_offset)
       co_return fail(errc::rdma_too_large);
     pending_op op(executor_);
+    auto settled = settle(op);  // before posting: see settle()
     const std::uint64_t wr = make_wr_id(wr_kind::rdma, reinterpret_cast<std::uintptr_t>(&op) >> 2);
     std::error_code ec;
     // One work request per overlap of a local piece and a descriptor: no copies.
@@ -224,7 +226,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
       ec = out_of_memory();
     }
     if (ec) terminate(ec);
-    co_await settle(op);
+    co_await std::move(settled);
     if (!ec) ec = op.error;
     if (ec) co_return fail(terminal_ ? terminal_ : ec);
     (write ? stats_.rdma_writes : stats_.rdma_reads) += 1;
@@ -297,9 +299,10 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     return errc::out_of_memory;
   }
 
-  /// Waits until no work request of `op` is outstanding, so its buffers are ours again. A
-  /// std::bad_alloc while waiting terminates the connection, which flushes the work, and the
-  /// wait is retried: returning earlier would leave the transport holding the caller's buffers.
+  /// Waits until no work request of `op` is outstanding, so the caller's buffers are theirs
+  /// again. Create it before posting anything: its frame is allocated then, so awaiting it
+  /// later cannot throw past outstanding work. A std::bad_alloc while waiting terminates the
+  /// connection (flushing the work) and the wait is retried.
   asio::awaitable<void> settle(pending_op& op) {
     while (op.outstanding > 0) {
       bool failed = false;
