@@ -227,6 +227,22 @@ TEST_CASE("3.1.5.9: granting past 65535 send credits terminates") {
   CHECK(f.terminated() == errc::credits_overflow);
 }
 
+TEST_CASE("limits: CreditsRequested 65535 in Data Transfer Messages never posts more than ReceiveCreditMax") {
+  parameters p;
+  p.receive_credit_max = 16;
+  fixture f(p);
+  auto h = fixture::header(3);
+  h.credits_requested = 0xffff;
+  for (int i = 0; i < 40; ++i) {
+    f.send(encode_data(h, pattern(3, i)));
+    CHECK(f.server->credits().receive_credit_target() == 16);
+    CHECK(f.server->credits().posted() <= 16);
+    CHECK(f.server->credits().peer_credits() <= 16);
+  }
+  CHECK(f.delivered.size() == 40);
+  CHECK_FALSE(f.server->error());
+}
+
 TEST_CASE("a message larger than MaxReceiveSize is a transport length error") {
   fixture f;
   f.send(encode_data(fixture::header(1341), pattern(1341, 11)));  // 1365 bytes > 1364
