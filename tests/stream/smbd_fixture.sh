@@ -28,10 +28,13 @@ start_smbd() {
   for d in private lock state cache pid ncalrpc bind-dns usershares; do mkdir -p "$dir/$d"; done
   chmod 0700 "$dir/private"
 
-  # A random high port nothing listens on; if another process takes it first, smbd's log says so.
-  local port="" p _
+  # A random port nothing listens on, below the kernel's ephemeral range (no closing
+  # connection's local end can hold it); if another process takes it first, smbd's log says so.
+  local port="" p _ ephemeral_low
+  ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$ephemeral_low" -gt 21000 ] || ephemeral_low=60000  # a low range: nothing to avoid
   for _ in {1..100}; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % (ephemeral_low - 20000)))
     if command -v ss >/dev/null; then
       [[ -z $(ss -Hltn "sport = :$p") ]] && { port=$p; break; }
     else

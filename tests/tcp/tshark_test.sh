@@ -33,13 +33,16 @@ else
   demo=${1:-examples/smbdirect_demo}
   [[ -x $demo || -z ${TEST_SRCDIR:-} ]] || demo=$TEST_SRCDIR/${TEST_WORKSPACE:-smbdirect}/$demo
   [[ -x $demo ]] || fail "$demo is not an executable (usage: $0 [DEMO] | --pcap FILE)"
+  # Ports below the kernel's ephemeral range: no closing connection's local end can hold one.
+  ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$ephemeral_low" -gt 21000 ] || ephemeral_low=60000  # a low range: nothing to avoid
   pcap=$work/capture.pcapng
   # A few tries: lo can drop packets under load, and a capture with holes cannot be judged.
   for attempt in 1 2 3; do
     port=${TSHARK_TEST_PORT:-}  # e.g. 5445, to see the Artemis clash handled
     for _ in {1..100}; do
       [[ -n $port ]] && break  # a port nothing listens on; high, so no dissector claims it
-      p=$((20000 + RANDOM % 40000))
+      p=$((20000 + RANDOM % (ephemeral_low - 20000)))
       (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { port=$p; break; }
     done
     [[ -n $port ]] || fail "no free port found"

@@ -45,11 +45,15 @@ want=$(sha256sum <"$src")
 bytes=$(stat -c %s "$src")
 echo "file: $mib MiB of random bytes, sha256 ${want%% *}"
 
-# A port nothing listens on: a connection to it is refused.
+# A port nothing listens on: a connection to it is refused. Taken below the kernel's ephemeral
+# range, so that no connection's local end (still closing, say) can hold it: a listener's bind
+# fails on such a port even with SO_REUSEADDR.
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$ephemeral_low" -gt 21000 ] || ephemeral_low=60000  # a low range: nothing to avoid
 free_port() {
   local port
   for _ in {1..100}; do
-    port=$((20000 + RANDOM % 40000))
+    port=$((20000 + RANDOM % (ephemeral_low - 20000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return
