@@ -259,22 +259,41 @@ TEST_CASE("load: memory per idle connection with the default parameters (255 rec
 
 namespace {
 
-asio::awaitable<void> accept_all(tcp::listener& l, std::size_t n, std::vector<std::unique_ptr<connection<tcp::queue_pair>>>& out,
-                                 int& negotiated, tally& t) {
+using tcp_connection = connection<tcp::queue_pair>;
+
+/// Accepts `n` TCP-transport connections into `out` and hands each to `start` (which begins
+/// its passive side). A failed accept counts as a failure and as a server done.
+template <class Start>
+asio::awaitable<void> accept_tcp(tcp::listener& l, std::size_t n, std::vector<std::unique_ptr<tcp_connection>>& out,
+                                 tally& t, Start start) {
   for (std::size_t i = 0; i < n; ++i) {
     auto [ec, qp] = co_await l.accept();
-    if (ec) co_return t.fail(ec);
-    out.push_back(std::make_unique<connection<tcp::queue_pair>>(std::move(qp), load_parameters()));
-    out.back()->async_accept([&negotiated, &t](std::error_code e) { e ? t.fail(e) : void(++negotiated); });
+    if (ec) {
+      t.served();
+      t.fail(ec);
+      continue;
+    }
+    out.push_back(std::make_unique<tcp_connection>(std::move(qp), load_parameters()));
+    start(*out.back());
   }
 }
 
-asio::awaitable<void> connect_one(std::uint16_t port, std::unique_ptr<connection<tcp::queue_pair>>& out, int& negotiated, tally& t) {
+/// Connects a TCP-transport client to `port` and negotiates; false (counted in `t`) if either fails.
+asio::awaitable<bool> connect_tcp(std::uint16_t port, std::unique_ptr<tcp_connection>& out, tally& t) {
   auto [ec, qp] = co_await tcp::connect(co_await asio::this_coro::executor, "127.0.0.1", port);
-  if (ec) co_return t.fail(ec);
-  out = std::make_unique<connection<tcp::queue_pair>>(std::move(qp), load_parameters());
+  if (ec) {
+    t.fail(ec);
+    co_return false;
+  }
+  out = std::make_unique<tcp_connection>(std::move(qp), load_parameters());
   auto [nec] = co_await out->async_connect(use_tuple);
-  nec ? t.fail(nec) : void(++negotiated);
+  if (nec) t.fail(nec);
+  co_return !nec;
+}
+
+asio::awaitable<void> connect_one(std::uint16_t port, std::unique_ptr<tcp_connection>& out, int& negotiated, tally& t) {
+  const bool connected = co_await connect_tcp(port, out, t);  // not inside if (): GCC 12 miscompiles that
+  if (connected) ++negotiated;
 }
 
 asio::awaitable<void> open_listener(std::unique_ptr<tcp::listener>& out, std::error_code& error) {
@@ -298,9 +317,12 @@ TEST_CASE("load: 256 TCP-transport connections at once over 127.0.0.1, random me
   while (!listener && !listen_error && io.run_one() > 0) {
   }
   REQUIRE_MESSAGE(!listen_error, listen_error.message());
-  std::vector<std::unique_ptr<connection<tcp::queue_pair>>> clients(n), servers;
+  std::vector<std::unique_ptr<tcp_connection>> clients(n), servers;
   int negotiated = 0;
-  asio::co_spawn(io, accept_all(*listener, n, servers, negotiated, t), asio::detached);
+  auto accept = [&negotiated, &t](tcp_connection& c) {
+    c.async_accept([&negotiated, &t](std::error_code e) { e ? t.fail(e) : void(++negotiated); });
+  };
+  asio::co_spawn(io, accept_tcp(*listener, n, servers, t, accept), asio::detached);
   for (std::size_t i = 0; i < n; ++i) asio::co_spawn(io, connect_one(listener->port(), clients[i], negotiated, t), asio::detached);
   while (negotiated + static_cast<int>(t.failures()) < static_cast<int>(2 * n) && io.run_one() > 0) {
   }
@@ -336,26 +358,10 @@ asio::awaitable<void> connect_and_drive(Connection& c, unsigned seed, tally& t) 
   co_await drive_client(c, seed, t);
 }
 
-asio::awaitable<void> accept_all_on_strands(tcp::listener& l, std::size_t n,
-                                            std::vector<std::unique_ptr<connection<tcp::queue_pair>>>& out, tally& t) {
-  for (std::size_t i = 0; i < n; ++i) {
-    auto [ec, qp] = co_await l.accept();
-    if (ec) {
-      t.served();
-      t.fail(ec);
-      continue;
-    }
-    out.push_back(std::make_unique<connection<tcp::queue_pair>>(std::move(qp), load_parameters()));
-    asio::co_spawn(out.back()->get_executor(), accept_and_serve(*out.back(), t), asio::detached);
-  }
-}
-
-asio::awaitable<void> connect_tcp_and_drive(std::uint16_t port, std::unique_ptr<connection<tcp::queue_pair>>& out,
-                                            unsigned seed, tally& t) {
-  auto [ec, qp] = co_await tcp::connect(co_await asio::this_coro::executor, "127.0.0.1", port);
-  if (ec) co_return t.fail(ec);
-  out = std::make_unique<connection<tcp::queue_pair>>(std::move(qp), load_parameters());
-  co_await connect_and_drive(*out, seed, t);
+asio::awaitable<void> connect_tcp_and_drive(std::uint16_t port, std::unique_ptr<tcp_connection>& out, unsigned seed,
+                                            tally& t) {
+  const bool connected = co_await connect_tcp(port, out, t);
+  if (connected) co_await drive_client(*out, seed, t);
 }
 
 }  // namespace
@@ -385,8 +391,11 @@ TEST_CASE("threads: 200 loopback and 32 TCP connections on their own strands of 
   auto [listen_error, listener] =
       asio::co_spawn(listener_strand, tcp::listener::open(listener_strand, "127.0.0.1", 0, o), asio::use_future).get();
   REQUIRE_MESSAGE(!listen_error, listen_error.message());
-  std::vector<std::unique_ptr<connection<tcp::queue_pair>>> tcp_clients(tcp_pairs), tcp_servers;
-  asio::co_spawn(listener_strand, accept_all_on_strands(*listener, tcp_pairs, tcp_servers, t), asio::detached);
+  std::vector<std::unique_ptr<tcp_connection>> tcp_clients(tcp_pairs), tcp_servers;
+  auto serve_on_own_strand = [&t](tcp_connection& c) {
+    asio::co_spawn(c.get_executor(), accept_and_serve(c, t), asio::detached);
+  };
+  asio::co_spawn(listener_strand, accept_tcp(*listener, tcp_pairs, tcp_servers, t, serve_on_own_strand), asio::detached);
   for (std::size_t i = 0; i < tcp_pairs; ++i)
     asio::co_spawn(asio::make_strand(io), connect_tcp_and_drive(listener->port(), tcp_clients[i], static_cast<unsigned>(i), t),
                    asio::detached);
