@@ -177,6 +177,7 @@ struct raw_peer {
   server& srv;
   asio::ip::tcp::socket sock{srv.io};
   std::uint32_t send_msn = 1;  // next MSN on queue 0 (Sends)
+  std::uint32_t read_msn = 1;  // next MSN on queue 1 (RDMA Read Requests)
 
   explicit raw_peer(server& s) : srv(s) {
     auto [ec] = srv.await(sock.async_connect({asio::ip::make_address("127.0.0.1"), srv.port}, tuple));
@@ -276,6 +277,25 @@ struct raw_peer {
     return fpdu(untagged(w::opcode::send, w::queue::send, send_msn++, payload), bad_crc);
   }
 
+  /// An RDMA Read Request for `size` bytes at the start of `source`, with the next MSN.
+  bytes read_request_fpdu(const wire::buffer_descriptor_v1& source, std::uint32_t size, std::uint32_t sink_stag = 0x5151) {
+    bytes body(w::read_request_size);
+    w::encode(w::read_request{sink_stag, 0, size, source.token, source.offset}, body.data());
+    return fpdu(untagged(w::opcode::read_request, w::queue::read_request, read_msn++, body));
+  }
+
+  /// Reads one RDMA Read Response FPDU and returns its payload; it must answer `sink_stag`
+  /// in one piece.
+  bytes read_response(std::uint32_t sink_stag = 0x5151) {
+    bytes f;
+    w::segment seg;
+    read_fpdu(f, seg);
+    REQUIRE(seg.op == w::opcode::read_response);
+    CHECK(seg.stag == sink_stag);
+    CHECK(seg.last);
+    return {seg.payload.begin(), seg.payload.end()};
+  }
+
   /// Sends a good data message and sees the server deliver it: the framing is right.
   void deliver(const std::string& text) {
     write(send_fpdu(data_message(text)));
@@ -352,25 +372,63 @@ TEST_CASE("RDMA Read Request for a deregistered STag -> invalid_stag, Terminate 
   for (std::size_t i = 0; i < region.size(); ++i) region[i] = std::byte(i + 1);
   auto [ec, reg] = srv.victim->register_buffer(asio::buffer(region), access::remote_read);
   REQUIRE_FALSE(ec);
-  auto read_request = [&](std::uint32_t msn) {
-    bytes body(w::read_request_size);
-    w::encode(w::read_request{0x5151, 0, 16, reg.descriptor.token, reg.descriptor.offset}, body.data());
-    return fpdu(untagged(w::opcode::read_request, w::queue::read_request, msn, body));
-  };
   // While registered, the server answers with the region's bytes.
-  p.write(read_request(1));
-  bytes f;
-  w::segment seg;
-  p.read_fpdu(f, seg);
-  REQUIRE(seg.op == w::opcode::read_response);
-  CHECK(seg.stag == 0x5151);
-  CHECK(seg.last);
-  CHECK(bytes(seg.payload.begin(), seg.payload.end()) == region);
+  p.write(p.read_request_fpdu(reg.descriptor, 16));
+  CHECK(p.read_response() == region);
   // Deregistered, the same request names an STag that is no longer valid.
   REQUIRE_FALSE(srv.victim->deregister_buffer(reg));
-  p.write(read_request(2));
+  p.write(p.read_request_fpdu(reg.descriptor, 16));
   srv.expect_failure(err(iwarp_errc::invalid_stag));
   p.expect_terminate({w::layer::rdmap, w::rdmap_protection, 0x00});
+  srv.serve_good_client();
+}
+
+TEST_CASE("RDMA Read Request for write-only memory -> access_rights_violation, Terminate RDMAP protection 0x02") {
+  server srv;
+  raw_peer p(srv);
+  p.open_session();
+  bytes readable(16, std::byte{0x11}), writable(16, std::byte{0x22});
+  auto [ec1, r] = srv.victim->register_buffer(asio::buffer(readable), access::remote_read);
+  auto [ec2, wo] = srv.victim->register_buffer(asio::buffer(writable), access::remote_write);
+  REQUIRE_FALSE(ec1);
+  REQUIRE_FALSE(ec2);
+  p.write(p.read_request_fpdu(r.descriptor, 16));
+  CHECK(p.read_response() == readable);
+  // Same request, but for the region the peer may only write: nothing of it may be sent.
+  p.write(p.read_request_fpdu(wo.descriptor, 16));
+  srv.expect_failure(err(iwarp_errc::access_rights_violation));
+  p.expect_terminate({w::layer::rdmap, w::rdmap_protection, 0x02});
+  srv.serve_good_client();
+}
+
+TEST_CASE("more RDMA Read Requests than our IRD -> ird_exceeded, Terminate RDMAP operation 0x07") {
+  tcp::options o;
+  o.ird = 2;
+  server srv(o);
+  raw_peer p(srv);
+  p.open_session();
+  REQUIRE(srv.victim->next_layer().settings().ird == 2);
+  bytes region(32);
+  for (std::size_t i = 0; i < region.size(); ++i) region[i] = std::byte(i);
+  auto [ec, reg] = srv.victim->register_buffer(asio::buffer(region), access::remote_read);
+  REQUIRE_FALSE(ec);
+  auto requests = [&](int n) {
+    bytes b;
+    for (int i = 0; i < n; ++i) {
+      const bytes f = p.read_request_fpdu(reg.descriptor, 32, 0x100 + i);
+      b.insert(b.end(), f.begin(), f.end());
+    }
+    return b;
+  };
+  // IRD requests in one write: all answered, in order.
+  p.write(requests(2));
+  CHECK(p.read_response(0x100) == region);
+  CHECK(p.read_response(0x101) == region);
+  // IRD + 1 in one write: the server reads them all before it can answer any, so the third
+  // finds both slots taken. No response may go out after the Terminate is decided.
+  p.write(requests(3));
+  srv.expect_failure(err(iwarp_errc::ird_exceeded));
+  p.expect_terminate({w::layer::rdmap, w::rdmap_operation, 0x07});
   srv.serve_good_client();
 }
 
