@@ -16,6 +16,8 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include "smbdirect/detail/async_event.hpp"
+#include "smbdirect/detail/operation_memory.hpp"
 #include "smbdirect/error.hpp"
 
 namespace smbdirect {
@@ -75,7 +77,7 @@ class virtual_clock {
 class engine_timer : private virtual_clock::waiter {
  public:
   engine_timer(asio::any_io_executor ex, virtual_clock* clock)
-      : clock_(clock), timer_(std::move(ex)) {}
+      : clock_(clock), timer_(ex), wake_(ex) {}
   engine_timer(const engine_timer&) = delete;
   engine_timer& operator=(const engine_timer&) = delete;
   ~engine_timer() { unregister(); }
@@ -86,32 +88,32 @@ class engine_timer : private virtual_clock::waiter {
   /// was reached, asio::error::operation_aborted when cancel() interrupted it, any other error
   /// when the timer itself failed (errc::injected_fault under virtual_clock::fail_wait).
   asio::awaitable<std::error_code> wait_until(time_point deadline) {
-    fired_ = false;
     if (clock_) {
       if (clock_->next_wait_fails()) co_return errc::injected_fault;
       if (deadline <= clock_->now()) co_return std::error_code{};
+      fired_ = false;
       if (deadline != time_point::max()) {  // "forever" is not a deadline to jump to
         entry_ = clock_->add(deadline, this);
         registered_ = true;
       }
-      timer_.expires_at(time_point::max());
-    } else {
-      timer_.expires_at(deadline);
+      co_await wake_.wait();
+      unregister();
+      co_return fired_ ? std::error_code{} : make_error_code(asio::error::operation_aborted);
     }
+    timer_.expires_at(deadline);
     std::error_code ec;
-    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    unregister();
-    if (clock_) co_return fired_ ? std::error_code{} : make_error_code(asio::error::operation_aborted);
+    detail::operation_memory memory;  // the wait cannot fail to allocate inside Asio's noexcept initiation
+    co_await timer_.async_wait(memory.bind(asio::redirect_error(asio::use_awaitable, ec)));
     co_return ec;
   }
 
-  void cancel() { timer_.cancel(); }
+  void cancel() { clock_ ? wake_.notify() : void(timer_.cancel()); }
 
  private:
   void fire() override {
     registered_ = false;
     fired_ = true;
-    timer_.cancel();
+    wake_.notify();
   }
   void unregister() {
     if (registered_) clock_->remove(entry_);
@@ -119,7 +121,8 @@ class engine_timer : private virtual_clock::waiter {
   }
 
   virtual_clock* clock_;
-  asio::steady_timer timer_;
+  asio::steady_timer timer_;    // real time
+  detail::async_event wake_;    // virtual time: fire() and cancel() wake the waiter
   virtual_clock::map::iterator entry_{};
   bool registered_ = false;
   bool fired_ = false;

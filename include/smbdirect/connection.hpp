@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <new>
+#include <optional>
 #include <span>
 #include <system_error>
 #include <type_traits>
@@ -23,6 +25,7 @@
 #include <asio/async_result.hpp>
 #include <asio/buffer.hpp>
 #include <asio/co_spawn.hpp>
+#include <asio/post.hpp>
 
 #include "smbdirect/clock.hpp"
 #include "smbdirect/detail/engine.hpp"
@@ -47,9 +50,14 @@ namespace detail {
 // Runs an engine coroutine for a public operation, whatever the completion token. `op(engine)`
 // returns the engine's awaitable (its arguments live in the coroutine frame), yielding either
 // an error_code or an {error_code, bytes} pair; the completion handler holds the engine alive
-// until then. If starting the operation cannot allocate, the initiating call throws
-// std::bad_alloc and nothing has started. An exception escaping the running operation
-// terminates the connection with exception_error() (out_of_memory for std::bad_alloc).
+// until then. An exception escaping the running operation terminates the connection with
+// exception_error() (out_of_memory for std::bad_alloc).
+//
+// Asio may run this initiation inside a noexcept await_suspend (use_awaitable, and composed
+// operations such as asio::async_read on a stream), where a std::bad_alloc would call
+// std::terminate. So if `op` cannot allocate (its captures, its coroutine frame), nothing has
+// started: the handler completes with out_of_memory, posted, and the connection stays up.
+// co_spawn's own frame comes from Asio's per-thread recycling cache (docs/design.md).
 template <class Token, class Engine, class Op>
 auto launch(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) {
   using result = typename std::invoke_result_t<Op&, Engine&>::value_type;
@@ -58,8 +66,17 @@ auto launch(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) 
   return asio::async_initiate<Token, signature>(
       [](auto handler, std::shared_ptr<Engine> e, Op op) {
         auto ex = e->get_executor();
-        auto work = op(*e);
-        asio::co_spawn(ex, std::move(work),
+        std::optional<std::invoke_result_t<Op&, Engine&>> work;
+        try {
+          work.emplace(op(*e));
+        } catch (const std::bad_alloc&) {
+          asio::post(ex, [h = std::move(handler)]() mutable {
+            if constexpr (sized) std::move(h)(make_error_code(errc::out_of_memory), 0);
+            else std::move(h)(make_error_code(errc::out_of_memory));
+          });
+          return;
+        }
+        asio::co_spawn(ex, std::move(*work),
                        [h = std::move(handler), keep = std::move(e)](std::exception_ptr thrown, result r) mutable {
                          if (thrown) {
                            keep->terminate(exception_error(thrown));

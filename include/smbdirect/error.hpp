@@ -60,7 +60,7 @@ enum class errc {
   stream_header_invalid,          ///< smbdirect::stream: a written 4-byte header's first byte is not zero ([MS-SMB2] 2.1); nothing of that message is sent.
   stream_message_incomplete,      ///< smbdirect::stream: closed while a framed message was partly written; none of it was sent.
   stream_message_too_large,       ///< smbdirect::stream: a received message is longer than a 4-byte header can state (16 MiB - 1 bytes); it is discarded.
-  out_of_memory,                  ///< An allocation failed (std::bad_alloc) after an operation had started; the connection is terminated. Local-failure group.
+  out_of_memory,                  ///< An allocation failed (std::bad_alloc). While starting an operation: nothing started, the connection stays up. After it started: the connection is terminated. Local-failure group.
   timer_failed,                   ///< The system timer behind the protocol timers reported an error; the connection is terminated. Local-failure group.
   too_many_descriptors,           ///< An RDMA read/write names more Buffer Descriptor V1 entries than parameters::max_rdma_descriptors; the connection stays up.
 };
@@ -128,7 +128,7 @@ class error_category_impl final : public std::error_category {
       case errc::stream_header_invalid: return "stream header's first byte is not zero ([MS-SMB2] 2.1)";
       case errc::stream_message_incomplete: return "stream closed in the middle of a written message; none of it was sent";
       case errc::stream_message_too_large: return "received message longer than a stream header can state (16 MiB - 1)";
-      case errc::out_of_memory: return "out of memory: an allocation failed, the connection was terminated";
+      case errc::out_of_memory: return "out of memory: an allocation failed";
       case errc::timer_failed: return "the system timer failed, the connection was terminated";
       case errc::too_many_descriptors: return "more buffer descriptors than parameters::max_rdma_descriptors";
     }

@@ -85,16 +85,18 @@ class stream {
 
   template <class MutableBufferSequence, class Token>
   auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
-    auto pieces = detail::to_vector<MutableBufferSequence, asio::mutable_buffer>(buffers);
-    return detail::launch(state_, std::forward<Token>(token),
-                          [pieces = std::move(pieces)](state& s) mutable { return s.read_some(std::move(pieces)); });
+    // The buffer list is built inside launch(), which turns a failed allocation into
+    // out_of_memory: Asio's composed operations call this from a noexcept initiation.
+    return detail::launch(state_, std::forward<Token>(token), [buffers](state& s) {
+      return s.read_some(detail::to_vector<MutableBufferSequence, asio::mutable_buffer>(buffers));
+    });
   }
 
   template <class ConstBufferSequence, class Token>
   auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
-    auto pieces = detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers);
-    return detail::launch(state_, std::forward<Token>(token),
-                          [pieces = std::move(pieces)](state& s) mutable { return s.write_some(std::move(pieces)); });
+    return detail::launch(state_, std::forward<Token>(token), [buffers](state& s) {
+      return s.write_some(detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers));
+    });
   }
 
   /// Closes the connection (connection::async_close: sends already accepted complete first).

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 
@@ -16,16 +17,19 @@ std::atomic<std::uint64_t> allocations{0};
 std::atomic<std::int64_t> in_use{0};
 std::atomic<std::size_t> fail_size{0};  // 0: disarmed
 std::atomic<bool> fired{false};
+std::atomic<std::uint64_t> fail_at{UINT64_MAX};  // count() value whose allocation fails
 
-bool should_fail(std::size_t size) noexcept {
+bool should_fail(std::size_t size, std::uint64_t index) noexcept {
+  std::uint64_t at = fail_at.load(std::memory_order_relaxed);
+  if (at == index && fail_at.compare_exchange_strong(at, UINT64_MAX, std::memory_order_relaxed)) return true;
   const std::size_t at_least = fail_size.load(std::memory_order_relaxed);
   std::size_t expected = at_least;
   return at_least != 0 && size >= at_least && fail_size.compare_exchange_strong(expected, 0, std::memory_order_relaxed);
 }
 
 void* allocate(std::size_t size, std::size_t align, bool nothrow) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (should_fail(size)) {
+  const std::uint64_t index = allocations.fetch_add(1, std::memory_order_relaxed);
+  if (should_fail(size, index)) {
     fired.store(true, std::memory_order_relaxed);
     if (nothrow) return nullptr;
     throw std::bad_alloc();
@@ -54,6 +58,14 @@ std::int64_t bytes_in_use() noexcept { return in_use.load(std::memory_order_rela
 void fail_next_at_least(std::size_t bytes) noexcept {
   fired.store(false, std::memory_order_relaxed);
   fail_size.store(bytes, std::memory_order_relaxed);
+}
+void fail_nth(std::uint64_t n) noexcept {
+  fired.store(false, std::memory_order_relaxed);
+  fail_at.store(count() + n, std::memory_order_relaxed);
+}
+void disarm() noexcept {
+  fail_size.store(0, std::memory_order_relaxed);
+  fail_at.store(UINT64_MAX, std::memory_order_relaxed);
 }
 bool failed() noexcept { return fired.load(std::memory_order_relaxed); }
 

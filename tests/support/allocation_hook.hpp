@@ -16,6 +16,11 @@ std::uint64_t count() noexcept;
 std::int64_t bytes_in_use() noexcept;
 /// The next allocation of at least `bytes` throws std::bad_alloc (one shot); 0 disarms.
 void fail_next_at_least(std::size_t bytes) noexcept;
+/// The allocation `n` calls from now (0: the next one) throws std::bad_alloc (one shot);
+/// disarm() cancels it.
+void fail_nth(std::uint64_t n) noexcept;
+/// Cancels fail_next_at_least() and fail_nth().
+void disarm() noexcept;
 /// Whether the armed failure has happened.
 bool failed() noexcept;
 

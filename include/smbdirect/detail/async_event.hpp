@@ -1,29 +1,38 @@
 // A broadcast wake-up for coroutines on one executor: waiters loop on their condition and
-// call wait(); notify() wakes them all. A timer that never expires does the waiting, so no
-// extra machinery is needed and a wait never misses a notify issued before it suspends
-// (callers check their condition first, on the same executor).
+// call wait(); notify() wakes them all. A wait never misses a notify issued before it suspends,
+// because callers check their condition first, on the same executor.
+//
+// Waiters park as receives on an Asio channel that nothing ever sends to; notify() cancels
+// them all. Unlike a timer that never expires (what this used before), a channel keeps waiters
+// in an intrusive list, so a wait allocates nothing beyond its operation_memory: no timer heap
+// that might grow inside Asio's noexcept initiation.
 #pragma once
 
+#include <system_error>
+
 #include <asio/any_io_executor.hpp>
-#include <asio/redirect_error.hpp>
 #include <asio/awaitable.hpp>
-#include <asio/steady_timer.hpp>
+#include <asio/experimental/channel.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
+
+#include "smbdirect/detail/operation_memory.hpp"
 
 namespace smbdirect::detail {
 
 class async_event {
  public:
-  explicit async_event(asio::any_io_executor ex) : timer_(std::move(ex), asio::steady_timer::time_point::max()) {}
+  explicit async_event(asio::any_io_executor ex) : channel_(std::move(ex)) {}
 
   asio::awaitable<void> wait() {
-    std::error_code ec;  // operation_aborted is the normal wake-up
-    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    std::error_code ec;  // channel_cancelled is the normal wake-up
+    operation_memory memory;
+    (void)co_await channel_.async_receive(memory.bind(asio::redirect_error(asio::use_awaitable, ec)));
   }
-  void notify() { timer_.cancel(); }
+  void notify() { channel_.cancel(); }
 
  private:
-  asio::steady_timer timer_;
+  asio::experimental::channel<void(std::error_code, bool)> channel_;  // (error_code) alone is ambiguous in Asio 1.22
 };
 
 }  // namespace smbdirect::detail
