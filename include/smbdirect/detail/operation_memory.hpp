@@ -41,7 +41,7 @@ class operation_memory {
     allocator(const allocator<U>& other) noexcept : memory(other.memory) {}
 
     T* allocate(std::size_t n) { return static_cast<T*>(memory->take(n * sizeof(T), alignof(T))); }
-    void deallocate(T* p, std::size_t n) noexcept { memory->give_back(p, alignof(T)); }
+    void deallocate(T* p, std::size_t) noexcept { memory->give_back(p, alignof(T)); }
     template <class U>
     bool operator==(const allocator<U>& other) const noexcept { return memory == other.memory; }
   };
