@@ -258,12 +258,12 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     if (terminal_) return;
     terminal_ = ec;
     phase_ = phase::closed;
-    transport_.disconnect();
     send_event_.notify();
     receive_event_.notify();
     control_event_.notify();
     phase_event_.notify();
     timer_.cancel();
+    transport_.disconnect();  // last: if it throws, every waiter has been woken already
   }
 
   const statistics& stats() const noexcept { return stats_; }

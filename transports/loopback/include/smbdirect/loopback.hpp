@@ -87,6 +87,11 @@ struct side_state {
   bool accepted = false;  // posted a receive: the connection is established toward this side
   // SENDs posted toward this side before it was accepted: {wr_id, gather, invalidate}.
   std::deque<std::tuple<std::uint64_t, std::vector<asio::const_buffer>, std::uint32_t>> early_sends;
+  // Flushed by the error state, reported after `cq` as work_request_flushed: our receives, and
+  // our SENDs that were waiting for the peer. Kept apart so that entering the error state moves
+  // containers (noexcept) and never allocates: disconnect() cannot fail.
+  decltype(receives) flushed_receives;
+  decltype(early_sends) flushed_sends;
 };
 
 class fabric : public std::enable_shared_from_this<fabric> {
@@ -217,8 +222,9 @@ class fabric : public std::enable_shared_from_this<fabric> {
   /// Moves up to out.size() completions; nullopt when none is ready yet.
   std::optional<std::size_t> take_completions(int me, std::span<work_completion> out) {
     std::lock_guard lock(mutex_);
-    auto& cq = side_[me].cq;
-    if (cq.empty()) {
+    auto& side = side_[me];
+    auto& cq = side.cq;
+    if (cq.empty() && side.flushed_sends.empty() && side.flushed_receives.empty()) {
       if (error_) return 0;
       return std::nullopt;
     }
@@ -226,6 +232,14 @@ class fabric : public std::enable_shared_from_this<fabric> {
     while (n < out.size() && !cq.empty()) {
       out[n++] = cq.front();
       cq.pop_front();
+    }
+    while (n < out.size() && !side.flushed_sends.empty()) {
+      out[n++] = {std::get<0>(side.flushed_sends.front()), work_opcode::send, errc::work_request_flushed};
+      side.flushed_sends.pop_front();
+    }
+    while (n < out.size() && !side.flushed_receives.empty()) {
+      out[n++] = {side.flushed_receives.front().first, work_opcode::receive, errc::work_request_flushed};
+      side.flushed_receives.pop_front();
     }
     return n;
   }
@@ -270,17 +284,17 @@ class fabric : public std::enable_shared_from_this<fabric> {
     return {};
   }
 
+  /// Flushes every outstanding work request without allocating (the wake-ups are posted).
+  /// Once in the error state nothing is queued on receives or early_sends again (posts
+  /// complete at once), so they move only once.
   void enter_error_locked() {
     error_ = true;
     for (int s = 0; s < 2; ++s) {
-      for (auto& early : side_[s].early_sends)
-        side_[1 - s].cq.push_back({std::get<0>(early), work_opcode::send, errc::work_request_flushed});
-      side_[s].early_sends.clear();
-      for (auto& [id, buf] : side_[s].receives) side_[s].cq.push_back({id, work_opcode::receive, errc::work_request_flushed});
-      side_[s].receives.clear();
+      if (side_[1 - s].flushed_sends.empty()) side_[1 - s].flushed_sends.swap(side_[s].early_sends);
+      if (side_[s].flushed_receives.empty()) side_[s].flushed_receives.swap(side_[s].receives);
       side_[s].regions.clear();
-      notify_locked(s);
     }
+    for (int s = 0; s < 2; ++s) notify_locked(s);
   }
 
   void notify_locked(int s) {
