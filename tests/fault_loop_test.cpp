@@ -365,6 +365,12 @@ struct callback_session {
   auto then(int next) {
     return [this, next](std::error_code ec, std::size_t = 0) { done(ec, next); };
   }
+  /// `from` sends `message` and `to` receives it into `into`; then step `next`.
+  void transfer(loopback_connection& from, loopback_connection& to, const bytes& message, bytes& into, int next) {
+    waiting = 2;
+    from.async_send(asio::buffer(message), then(next));
+    to.async_receive(into, then(next));
+  }
   bool check(bool ok) {
     if (!ok && !first) first = errc::internal_error;  // a byte differed: never acceptable
     return ok;
@@ -380,16 +386,10 @@ struct callback_session {
           server->async_accept(then(1));
           return;
         case 1:  // fragmented (MaxSendSize 1364) both ways, one after the other
-          waiting = 2;
-          client->async_send(asio::buffer(up), then(2));
-          server->async_receive(at_server, then(2));
-          return;
+          return transfer(*client, *server, up, at_server, 2);
         case 2:
           if (!check(at_server == up)) return step(n);
-          waiting = 2;
-          server->async_send(asio::buffer(down), then(3));
-          client->async_receive(at_client, then(3));
-          return;
+          return transfer(*server, *client, down, at_client, 3);
         case 3: {
           if (!check(at_client == down)) return step(n);
           auto [ec, r] = server->register_buffer(asio::buffer(region), access::remote_read_write);
@@ -407,10 +407,7 @@ struct callback_session {
           if (!check(back == data && region == data)) return step(n);
           if (auto ec = server->deregister_buffer(reg)) return done_now(ec);
           d.clock.advance(std::chrono::seconds(121));  // idle: keepalives flow
-          waiting = 2;
-          client->async_send(asio::buffer(ping), then(6));
-          server->async_receive(at_server, then(6));
-          return;
+          return transfer(*client, *server, ping, at_server, 6);
         case 6:
           if (!check(at_server == ping)) return step(n);
           waiting = 2;

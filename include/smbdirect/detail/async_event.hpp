@@ -3,9 +3,9 @@
 // because callers check their condition first, on the same executor.
 //
 // Waiters park as receives on an Asio channel that nothing ever sends to; notify() cancels
-// them all. Unlike a timer that never expires (what this used before), a channel keeps waiters
-// in an intrusive list, so a wait allocates nothing beyond its operation_memory: no timer heap
-// that might grow inside Asio's noexcept initiation.
+// them all. Unlike a timer that never expires, a channel keeps waiters in an intrusive list,
+// so a wait allocates nothing beyond its operation_memory: no timer heap that might grow
+// inside Asio's noexcept initiation.
 #pragma once
 
 #include <system_error>
