@@ -119,31 +119,70 @@ TEST_CASE("an empty upper-layer message is refused: on the wire it would be a cr
   CHECK_FALSE(f.client->error());
 }
 
-TEST_CASE("3.1.5.1: the last credit is kept for a message that grants credits") {
+TEST_CASE("3.1.5.1, 3.1.5.9: the last credit goes on a message that grants, with a receive posted past ReceiveCreditMax") {
   parameters p;
-  p.receive_credit_max = 1;  // one receive: nothing extra to post and grant
+  p.receive_credit_max = 1;  // its one receive is already granted to the peer
   fixture f(good_response(2, 1), p);
   CHECK(f.headers().size() == 1);  // the grant of our single receive used one of 2 credits
   CHECK(f.client->credits().send_credits() == 1);
+  CHECK(f.client->credits().posted() == 1);
   auto result = std::make_shared<std::optional<std::error_code>>();
   const bytes m = pattern(10, 6);
   f.client->async_send(asio::buffer(m), [result](std::error_code ec, std::size_t) { *result = ec; });
-  f.d.advance(4000ms);
-  CHECK_FALSE(result->has_value());  // held back: it would spend the last credit granting 0
-  CHECK(f.headers().size() == 1);
-  f.peer_sends(1);  // consumes our receive; we repost it and can grant it
+  f.d.settle();
   REQUIRE(result->has_value());
   CHECK_FALSE(**result);
   const auto h = f.headers();
   REQUIRE(h.size() == 2);
-  CHECK(h[1].credits_granted == 1);
+  CHECK(h[1].credits_granted == 1);  // the receive posted for it: 3.1.5.9 "MUST ... post at least one"
   CHECK(h[1].data_length == 10);
+  CHECK(f.client->credits().posted() == 2);
+  CHECK(f.client->credits().send_credits() == 0);
+}
+
+TEST_CASE("3.1.5.1: with every receive posted and granted, the last credit is kept for a message that grants") {
+  // Pure ledger. ReceiveCreditMax 1: at most 2 receives posted, one of them only for a send
+  // that spends the last credit.
+  protocol::credit_ledger l(1, 1, 8, 3);
+  l.on_posted();
+  CHECK(l.extra_receives_wanted(true) == 0);  // SendCredits 3: no extra needed
+  CHECK(l.extra_receives_wanted(false) == 0);
+  CHECK(l.on_send() == 1);
+  CHECK(l.send_credits() == 2);
+  CHECK(l.extra_receives_wanted(true) == 0);
+  CHECK(l.on_send() == 0);
+  CHECK(l.send_credits() == 1);
+  CHECK(l.extra_receives_wanted(false) == 0);  // only before a send
+  CHECK(l.extra_receives_wanted(true) == 1);   // toward a grant of 2, one past the max at most
+  l.on_posted();
+  CHECK(l.extra_receives_wanted(true) == 0);  // at ReceiveCreditMax + 1
+  CHECK(l.can_send());
+  CHECK(l.on_send() == 1);
+  CHECK_FALSE(l.can_send());  // no credit
+  REQUIRE_FALSE(l.on_message_received(8, 2));  // the peer grants 2 and uses one of our receives
+  CHECK(l.on_send() == 0);   // posted 1, granted 1: nothing new to grant
+  CHECK(l.send_credits() == 1);
+  CHECK(l.extra_receives_wanted(true) == 1);
+  l.on_posted();
+  CHECK(l.on_send() == 1);  // the last credit grants the extra receive
+  REQUIRE_FALSE(l.on_message_received(8, 1));
+  l.on_posted();  // both receives posted and granted again
+  CHECK(l.on_send() == 1);
+  REQUIRE_FALSE(l.on_message_received(8, 2));
+  CHECK(l.send_credits() == 2);
+  // Every receive the limit allows is posted and held by the peer: the last credit waits.
+  l.on_posted();
+  CHECK(l.on_send() == 1);
+  CHECK(l.posted() == 2);
+  CHECK(l.peer_credits() == 2);
+  CHECK(l.send_credits() == 1);
+  CHECK(l.extra_receives_wanted(true) == 0);
+  CHECK_FALSE(l.can_send());
 }
 
 TEST_CASE("3.1.5.9: left without credits past credit_grant_timeout, the connection ends") {
-  parameters p;
-  p.receive_credit_max = 1;
-  fixture f(good_response(2, 1), p);
+  fixture f(good_response(1, 1));
+  CHECK(f.client->credits().send_credits() == 0);  // the initial grant used the only credit
   auto result = std::make_shared<std::optional<std::error_code>>();
   const bytes m = pattern(10, 7);
   f.client->async_send(asio::buffer(m), [result](std::error_code ec, std::size_t) { *result = ec; });
@@ -163,9 +202,9 @@ TEST_CASE("3.1.5.4: fragments are never interleaved with other messages or empty
   f.client->async_send(asio::buffer(a), [&](std::error_code ec, std::size_t) { done += !ec; });
   f.client->async_send(asio::buffer(b), [&](std::error_code ec, std::size_t) { done += !ec; });
   f.d.settle();
-  CHECK(f.headers().size() == 1 + 2);  // two fragments; the last credit waits for a grant
+  CHECK(f.headers().size() == 1 + 3);  // three fragments, the last granting an extra receive
   f.peer_sends(0, wire::smb_direct_response_requested);  // asks for a reply mid-message
-  CHECK(f.headers().size() == 1 + 3);  // the reply rides on fragment 3: no empty message
+  CHECK(f.headers().size() == 1 + 3);  // no credit for the reply yet
   f.peer_sends(10);
   REQUIRE(done == 2);
   const auto h = f.headers();
@@ -174,7 +213,8 @@ TEST_CASE("3.1.5.4: fragments are never interleaved with other messages or empty
   for (int i = 0; i < 5; ++i) CHECK(h[1 + i].remaining_data_length == a_remaining[i]);
   for (int i = 0; i < 2; ++i) CHECK(h[6 + i].remaining_data_length == b_remaining[i]);
   for (std::size_t i = 1; i < h.size(); ++i) CHECK(h[i].data_length > 0);
-  CHECK(h[3].flags == 0);  // a reply never requests a reply (no keepalive ping-pong)
+  CHECK(h[3].credits_granted == 1);  // the receive posted past ReceiveCreditMax for the last credit
+  CHECK(h[4].flags == 0);  // the reply rides on fragment 4, and never requests a reply itself
 }
 
 TEST_CASE("send before negotiation is refused") {

@@ -13,7 +13,10 @@ using milliseconds = std::chrono::milliseconds;
 struct parameters {
   /// SendCreditTarget: send credits we ask the peer to keep granting us (CreditsRequested). > 0.
   std::uint16_t send_credit_target = 255;
-  /// ReceiveCreditMax: most receives we post (and so credits we grant) at once. > 0.
+  /// ReceiveCreditMax: receives we post (and so credits we grant) at once toward the peer's
+  /// CreditsRequested. One more may be posted for a send that spends our last send credit
+  /// ([MS-SMBD] 3.1.5.9: it "MUST ... post at least one receive"), so buffers are allocated
+  /// for receive_credit_max + 1. > 0.
   std::uint16_t receive_credit_max = 255;
   /// MaxSendSize we prefer (PreferredSendSize); clamped to the peer's MaxReceiveSize. >= 128.
   std::uint32_t max_send_size = 1364;

@@ -45,6 +45,14 @@ struct driver {
     while (io.poll() > 0) {
     }
   }
+  /// Like settle(), but runs at most `max_handlers` handlers; false if work was still ready
+  /// then (a livelock: handlers that keep making more work without time moving).
+  bool settle_within(std::size_t max_handlers) {
+    io.restart();
+    for (std::size_t i = 0; i < max_handlers; ++i)
+      if (io.poll_one() == 0) return true;
+    return false;
+  }
   void advance(std::chrono::milliseconds d) {
     clock.advance(d);
     settle();

@@ -140,7 +140,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     try {
       for (std::uint32_t i = 0; i < fragments.count() && !ec; ++i) {
         send_slot* slot = nullptr;
-        ec = co_await acquire_send(true, slot);
+        ec = co_await acquire_send(slot);
         if (!ec) ec = post_fragment(*slot, fragments.at(i), pieces, op);
       }
     } catch (const std::bad_alloc&) {
@@ -317,8 +317,10 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
 
   void allocate_buffers() {
     receive_slot_size_ = std::max(params_.max_receive_size, negotiate_receive_size);
-    receive_buffers_.resize(std::size_t{receive_slot_size_} * params_.receive_credit_max);
-    for (std::uint16_t i = params_.receive_credit_max; i-- > 0;) free_receive_slots_.push_back(i);
+    // ReceiveCreditMax plus the one 3.1.5.9 may oblige us to post (credit_ledger::posted_limit).
+    const std::size_t receive_slots = std::size_t{params_.receive_credit_max} + 1;
+    receive_buffers_.resize(std::size_t{receive_slot_size_} * receive_slots);
+    for (std::size_t i = receive_slots; i-- > 0;) free_receive_slots_.push_back(static_cast<std::uint16_t>(i));
     // Outstanding sends: the credit target plus the grants/keepalives that may trail them.
     send_slots_.resize(std::size_t{params_.send_credit_target} + 2);
     for (std::size_t i = send_slots_.size(); i-- > 0;) free_send_slots_.push_back(static_cast<std::uint32_t>(i));
@@ -350,8 +352,9 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     return {};
   }
 
-  /// Posts receives toward the target, plus one extra where 3.1.5.9 (b) demands it.
-  void replenish_receives(bool sending_message) {
+  /// Posts receives toward the target, plus the extra ones 3.1.5.9 asks for before a send
+  /// (see credit_ledger::extra_receives_wanted).
+  void replenish_receives(bool about_to_send) {
     auto post_one = [&] {
       if (free_receive_slots_.empty()) return false;
       if (auto ec = post_receive_slot(take_receive_slot(), negotiated_.max_receive_size)) {
@@ -363,7 +366,8 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     };
     for (auto n = ledger_.receives_wanted(); n > 0 && !terminal_; --n)
       if (!post_one()) break;
-    if (!terminal_ && ledger_.needs_extra_receive(sending_message)) post_one();
+    for (auto n = ledger_.extra_receives_wanted(about_to_send); n > 0 && !terminal_; --n)
+      if (!post_one()) break;
   }
 
   send_slot* take_send_slot() {
@@ -404,11 +408,11 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
 
   /// Waits for a free send slot and a usable send credit (3.1.5.1 steps 1-3). While the
   /// peer leaves us without a usable credit, the credit grant timer runs.
-  asio::awaitable<std::error_code> acquire_send(bool sending_message, send_slot*& slot) {
+  asio::awaitable<std::error_code> acquire_send(send_slot*& slot) {
     for (;;) {
       if (terminal_) co_return terminal_;
       if (!free_send_slots_.empty()) {
-        replenish_receives(sending_message);
+        replenish_receives(true);
         if (terminal_) co_return terminal_;
         if (ledger_.can_send()) {
           credit_wait_since_.reset();
@@ -677,7 +681,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
       if (co_await lock_send()) co_return;
       if (needed()) {
         send_slot* slot = nullptr;
-        if (!co_await acquire_send(false, slot)) {
+        if (!co_await acquire_send(slot)) {
           wire::data_transfer_header h = next_header();
           (void)wire::encode(h, slot->header);
           ++stats_.empty_messages_sent;

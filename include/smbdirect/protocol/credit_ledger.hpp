@@ -37,11 +37,23 @@ class credit_ledger {
   std::uint16_t receives_wanted() const noexcept {
     return posted_ >= receive_credit_target_ ? 0 : static_cast<std::uint16_t>(receive_credit_target_ - posted_);
   }
-  /// When a grant is due but nothing is ungranted (the peer holds 0 credits, or we are on our
-  /// last send credit): true if one more receive may be posted beyond the target (3.1.5.9 b).
-  bool needs_extra_receive(bool sending_message) const noexcept {
-    if (ungranted() > 0 || posted_ >= receive_credit_max_) return false;
-    return peer_credits_ == 0 || (send_credits_ == 1 && sending_message);
+  /// Receives to post beyond the target (at most one past ReceiveCreditMax, see
+  /// posted_limit()). 3.1.5.9: with no receive posted, post one. Before a send that spends our
+  /// last send credit (`about_to_send` and SendCredits = 1): enough that the message grants at
+  /// least 2. It must grant one (3.1.5.1); the second lets the peer answer a peer left without
+  /// credits and still hold one, so that two ends with few credits do not trade credit-only
+  /// messages forever.
+  std::uint16_t extra_receives_wanted(bool about_to_send) const noexcept {
+    if (posted_ >= posted_limit()) return 0;
+    const auto room = static_cast<std::uint16_t>(posted_limit() - posted_);
+    if (posted_ == 0) return 1;
+    if (about_to_send && send_credits_ == 1 && ungranted() < 2) return std::min<std::uint16_t>(2 - ungranted(), room);
+    return 0;
+  }
+  /// Most receives ever posted: ReceiveCreditMax, plus one that 3.1.5.9 obliges us to post
+  /// ("MUST ... post at least one receive") when our last send credit must grant.
+  std::uint16_t posted_limit() const noexcept {
+    return receive_credit_max_ == 0xffff ? receive_credit_max_ : static_cast<std::uint16_t>(receive_credit_max_ + 1);
   }
   void on_posted() noexcept { ++posted_; }
 
@@ -79,10 +91,15 @@ class credit_ledger {
     return grant;
   }
 
-  /// A credit-only message is worth sending: the peer has used half of its target or all of
-  /// its credits, and we have receives to grant (3.1.5.8 step 2, without a grant per message).
+  /// A credit-only message is worth sending (3.1.5.8 step 2, without a grant per message): we
+  /// have receives to grant, and either the peer holds no credit (it cannot send at all), or
+  /// it holds at most half its target (at least 1) while we hold 3 or more send credits. The
+  /// second case never spends our last two credits, so the peer is never left answering a
+  /// credit-only message with one of its own: two ends cannot trade them forever.
   bool grant_due() const noexcept {
-    return ungranted() > 0 && (peer_credits_ == 0 || peer_credits_ <= receive_credit_target_ / 2);
+    if (ungranted() == 0) return false;
+    if (peer_credits_ == 0) return true;
+    return peer_credits_ <= std::max<std::uint16_t>(1, receive_credit_target_ / 2) && send_credits_ >= 3;
   }
 
   std::uint16_t send_credits() const noexcept { return send_credits_; }

@@ -62,8 +62,9 @@ namespace smbdirect::verbs {
 
 /// Sizes and behaviour of a verbs queue pair. Depths in work requests, sizes in bytes.
 struct options {
-  /// Receive queue depth: at least parameters::receive_credit_max.
-  std::uint32_t receive_depth = 255;
+  /// Receive queue depth: at least parameters::receive_credit_max + 1 (the engine may post one
+  /// receive past ReceiveCreditMax for its last send credit, [MS-SMBD] 3.1.5.9).
+  std::uint32_t receive_depth = 256;
   /// Sends in flight: at least parameters::send_credit_target + 2 (grants and keepalives).
   std::uint32_t send_depth = 257;
   /// RDMA read/write work requests in flight besides sends (more wait in order).
@@ -94,7 +95,7 @@ struct options {
   /// Depths and buffer sizes that fit `p` exactly.
   static options for_parameters(const parameters& p) {
     options o;
-    o.receive_depth = p.receive_credit_max;
+    o.receive_depth = std::uint32_t{p.receive_credit_max} + 1;
     o.send_depth = std::uint32_t{p.send_credit_target} + 2;
     o.max_send_size = p.max_send_size;
     o.max_receive_size = std::max<std::uint32_t>(p.max_receive_size, 512);
