@@ -118,3 +118,37 @@ TEST_CASE("3.1.5.9: every small credit setting moves messages each way, then goe
   CHECK(failures.empty());
   CHECK(settings == 5 * 5 * 5 * 5 * 3);
 }
+
+TEST_CASE("3.1.5.9: unread messages hold back credits: a fast sender waits, and nothing is lost") {
+  parameters sp;
+  sp.max_fragmented_size = 131072;  // the receive backlog: one MaxFragmentedRecvSize of messages
+  connected_pair p({}, sp);
+  REQUIRE(p.negotiate() == std::pair<std::error_code, std::error_code>{});
+  constexpr int count = 40;
+  std::vector<bytes> messages;
+  for (int i = 0; i < count; ++i) messages.push_back(pattern(30000, 50 + i));
+  int sent = 0;
+  for (const auto& m : messages)
+    p.client->async_send(asio::buffer(m), [&](std::error_code ec, std::size_t) { sent += !ec; });
+  REQUIRE(run_until(p.d, [&] { return sent == count; }, std::chrono::seconds(2)) == false);
+  // Nothing read: the server buffered about MaxFragmentedRecvSize, plus what its 255 posted
+  // receives hold (255 x 1340 bytes), and the client waits for credits.
+  CHECK(sent <= (131072 + 255 * 1340) / 30000 + 2);
+  CHECK(p.server->stats().messages_received * 30000 <= 131072 + 30000 + 255 * 1340);
+  CHECK(sent < count / 2);
+  CHECK_FALSE(p.client->error());
+  // Reading releases it all, in order. Well within credit_grant_timeout (5 s).
+  int verified = 0;
+  bytes got;
+  std::function<void()> next = [&] {
+    p.server->async_receive(got, [&](std::error_code ec, std::size_t) {
+      if (ec) return;
+      verified += got == messages[verified];
+      if (verified < count) next();
+    });
+  };
+  next();
+  REQUIRE(run_until(p.d, [&] { return verified == count && sent == count; }, std::chrono::seconds(60)));
+  CHECK_FALSE(p.client->error());
+  CHECK_FALSE(p.server->error());
+}

@@ -151,8 +151,10 @@ class connection {
 
   /// Receives the next whole upper-layer message into `message`, replacing its contents (its
   /// old storage is recycled for later messages; `message` must outlive the operation).
-  /// One receive at a time. Errors: not_connected, operation_in_progress, or the terminal
-  /// error once every message received before it was delivered.
+  /// One receive at a time. Messages not yet read are buffered up to MaxFragmentedRecvSize
+  /// bytes; past that the peer gets no new credits until we read ([MS-SMBD] 3.1.5.9). Errors:
+  /// not_connected, operation_in_progress, or the terminal error once every message received
+  /// before it was delivered.
   template <class Token>
   auto async_receive(std::vector<std::byte>& message, Token&& token) {
     return detail::launch(engine_, std::forward<Token>(token),

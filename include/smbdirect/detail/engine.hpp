@@ -169,6 +169,11 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     out.swap(ready_.front());
     std::vector<std::byte> old = std::move(ready_.front());
     ready_.pop_front();
+    ready_bytes_ -= out.size();
+    if (phase_ == phase::connected && !terminal_) {  // room again: repost what was held back
+      replenish_receives(false);
+      if (ledger_.grant_due()) control_event_.notify();
+    }
     old.clear();
     try {
       spare_.push_back(std::move(old));  // a cache of storage: losing it costs nothing
@@ -352,8 +357,13 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     return {};
   }
 
-  /// Posts receives toward the target, plus the extra ones 3.1.5.9 asks for before a send
-  /// (see credit_ledger::extra_receives_wanted).
+  /// Whether reassembled messages the upper layer has not read yet fill MaxFragmentedRecvSize.
+  /// Then consumed receives are not reposted, so the peer runs out of credits and waits
+  /// (3.1.5.9: "ReceiveCreditTarget MAY be reduced") instead of making us buffer without end.
+  bool receive_backlog_full() const noexcept { return ready_bytes_ >= params_.max_fragmented_size; }
+
+  /// Posts receives toward the target (unless the receive backlog is full), plus the extra ones
+  /// 3.1.5.9 asks for before a send (see credit_ledger::extra_receives_wanted).
   void replenish_receives(bool about_to_send) {
     auto post_one = [&] {
       if (free_receive_slots_.empty()) return false;
@@ -364,7 +374,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
       ledger_.on_posted();
       return true;
     };
-    for (auto n = ledger_.receives_wanted(); n > 0 && !terminal_; --n)
+    for (auto n = receive_backlog_full() ? 0 : ledger_.receives_wanted(); n > 0 && !terminal_; --n)
       if (!post_one()) break;
     for (auto n = ledger_.extra_receives_wanted(about_to_send); n > 0 && !terminal_; --n)
       if (!post_one()) break;
@@ -433,7 +443,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     wire::data_transfer_header h;
     h.credits_requested = ledger_.send_credit_target();
     h.credits_granted = ledger_.on_send();
-    if (keepalive_.take_response_requested(timer_.now())) {
+    if (keepalive_.current() == protocol::keepalive::state::pending && keepalive_.take_response_requested(timer_.now())) {
       h.flags = wire::smb_direct_response_requested;
       ++stats_.keepalives_sent;
     }
@@ -523,6 +533,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
         continue;
       }
       if (n == 0) break;  // disconnected and drained
+      batch_time_ = timer_.now();  // one clock read per batch, not per message
       for (std::size_t i = 0; i < n; ++i) {
         try {
           on_completion(batch[i]);
@@ -641,7 +652,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   /// [MS-SMBD] 3.1.5.5 and 3.1.5.8.
   void on_data_transfer(std::span<const std::byte> bytes) {
     if (phase_ != phase::connected) return;
-    keepalive_.on_receive(timer_.now());
+    keepalive_.on_receive(batch_time_);
     wire::data_transfer_message m;
     if (auto ec = wire::decode(bytes, m)) return terminate(ec);
     const auto& h = m.header;
@@ -658,6 +669,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     if (auto ec = reassembler_.on_fragment(h, m.payload, spare_.back(), complete)) return terminate(ec);
     if (complete) {
       ready_.push_back(std::move(spare_.back()));
+      ready_bytes_ += ready_.back().size();
       spare_.pop_back();
       ++stats_.messages_received;
       stats_.bytes_received += ready_.back().size();
@@ -750,7 +762,9 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   std::vector<std::uint16_t> free_receive_slots_;
   std::vector<send_slot> send_slots_;
   std::vector<std::uint32_t> free_send_slots_;
+  time_point batch_time_{};  // when the completion batch being handled was polled
   std::deque<std::vector<std::byte>> ready_;
+  std::size_t ready_bytes_ = 0;  // bytes in ready_
   std::vector<std::vector<std::byte>> spare_;
 };
 

@@ -37,17 +37,17 @@ class credit_ledger {
   std::uint16_t receives_wanted() const noexcept {
     return posted_ >= receive_credit_target_ ? 0 : static_cast<std::uint16_t>(receive_credit_target_ - posted_);
   }
-  /// Receives to post beyond the target (at most one past ReceiveCreditMax, see
-  /// posted_limit()). 3.1.5.9: with no receive posted, post one. Before a send that spends our
-  /// last send credit (`about_to_send` and SendCredits = 1): enough that the message grants at
+  /// Receives to post beyond the target before a send (`about_to_send`; at most one past
+  /// ReceiveCreditMax, see posted_limit()). 3.1.5.9: with no receive posted, one. Before a send
+  /// that spends our last send credit (SendCredits = 1): enough that the message grants at
   /// least 2. It must grant one (3.1.5.1); the second lets the peer answer a peer left without
   /// credits and still hold one, so that two ends with few credits do not trade credit-only
   /// messages forever.
   std::uint16_t extra_receives_wanted(bool about_to_send) const noexcept {
-    if (posted_ >= posted_limit()) return 0;
+    if (!about_to_send || posted_ >= posted_limit()) return 0;
     const auto room = static_cast<std::uint16_t>(posted_limit() - posted_);
     if (posted_ == 0) return 1;
-    if (about_to_send && send_credits_ == 1 && ungranted() < 2) return std::min<std::uint16_t>(2 - ungranted(), room);
+    if (send_credits_ == 1 && ungranted() < 2) return std::min<std::uint16_t>(2 - ungranted(), room);
     return 0;
   }
   /// Most receives ever posted: ReceiveCreditMax, plus one that 3.1.5.9 obliges us to post

@@ -85,6 +85,7 @@ struct side_state {
   std::uint64_t sends = 0;
   bool endpoint_alive = true;
   bool accepted = false;  // posted a receive: the connection is established toward this side
+  bool wake_posted = false;  // a wake-up is queued on `executor`: completions join it
   // SENDs posted toward this side before it was accepted: {wr_id, gather, invalidate}.
   std::deque<std::tuple<std::uint64_t, std::vector<asio::const_buffer>, std::uint32_t>> early_sends;
   // Flushed by the error state, reported after `cq` as work_request_flushed: our receives, and
@@ -298,12 +299,19 @@ class fabric : public std::enable_shared_from_this<fabric> {
   }
 
   void notify_locked(int s) {
-    if (!side_[s].endpoint_alive) return;
+    if (!side_[s].endpoint_alive || side_[s].wake_posted) return;  // one wake-up per batch
     // Weak: a wake-up queued on one side's io_context must not keep the fabric (and the other
     // side's timer) alive past the endpoints, or past the other io_context.
     asio::post(side_[s].executor, [weak = weak_from_this(), s] {
-      if (auto self = weak.lock()) self->side_[s].event->notify();
+      if (auto self = weak.lock()) {
+        {
+          std::lock_guard lock(self->mutex_);
+          self->side_[s].wake_posted = false;  // what completes from now on needs a new wake-up
+        }
+        self->side_[s].event->notify();
+      }
     });
+    side_[s].wake_posted = true;  // after the post, which may throw; its handler waits for our lock
   }
 
   mutable std::mutex mutex_;
