@@ -28,16 +28,7 @@ parameters credits(std::uint16_t send_credit_target, std::uint16_t receive_credi
   return p;
 }
 
-/// driver::run_until, but a livelock (handlers that never run out without time moving) ends
-/// it with false instead of spinning.
-bool run_until(driver& d, const std::function<bool()>& done, std::chrono::seconds limit) {
-  const auto end = d.clock.now() + limit;
-  for (;;) {
-    if (!d.settle_within(100000)) return false;
-    if (done()) return true;
-    if (d.clock.next_deadline() > end || !d.clock.advance_to_next()) return done();
-  }
-}
+constexpr std::size_t livelock = 100000;  // handlers without time moving: never a real exchange
 
 enum class traffic { client_to_server, server_to_client, both_ways };
 
@@ -73,7 +64,7 @@ bool exchange(connected_pair& p, traffic direction, int count, tally& t) {
   if (direction != traffic::server_to_client) run(*p.client, *p.server, 1000);
   if (direction != traffic::client_to_server) run(*p.server, *p.client, 2000);
   // Within one keepalive interval: a credit stall would end in credit_grant_timeout first.
-  const bool ended = run_until(p.d, [&] { return t.failed || t.verified == t.expected; }, std::chrono::seconds(60));
+  const bool ended = p.d.run_until([&] { return t.failed || t.verified == t.expected; }, std::chrono::seconds(60), livelock);
   return ended && !t.failed && t.verified == t.expected;
 }
 
@@ -98,7 +89,7 @@ TEST_CASE("3.1.5.9: every small credit setting moves messages each way, then goe
             const std::string setting = "client (" + std::to_string(client_target) + ", " + std::to_string(client_max) +
                                         "), server (" + std::to_string(server_target) + ", " +
                                         std::to_string(server_max) + "), " + names[static_cast<int>(t)] + ": ";
-            if (!run_until(p.d, [&] { return c && s; }, std::chrono::seconds(60)) || *c || *s) {
+            if (!p.d.run_until([&] { return c && s; }, std::chrono::seconds(60), livelock) || *c || *s) {
               failures.push_back(setting + "negotiation");
               continue;
             }
@@ -108,7 +99,7 @@ TEST_CASE("3.1.5.9: every small credit setting moves messages each way, then goe
             }
             // Nothing left to send: the ends may settle their credits, then must stop talking.
             const auto before = p.client->stats().empty_messages_sent + p.server->stats().empty_messages_sent;
-            const bool quiet = p.d.settle_within(100000);
+            const bool quiet = p.d.settle_within(livelock);
             const auto after = p.client->stats().empty_messages_sent + p.server->stats().empty_messages_sent;
             if (!quiet || after - before > 4)
               failures.push_back(setting + std::to_string(after - before) + " credit-only messages after the last" +
@@ -130,7 +121,7 @@ TEST_CASE("3.1.5.9: unread messages hold back credits: a fast sender waits, and 
   int sent = 0;
   for (const auto& m : messages)
     p.client->async_send(asio::buffer(m), [&](std::error_code ec, std::size_t) { sent += !ec; });
-  REQUIRE(run_until(p.d, [&] { return sent == count; }, std::chrono::seconds(2)) == false);
+  REQUIRE(p.d.run_until([&] { return sent == count; }, std::chrono::seconds(2), livelock) == false);
   // Nothing read: the server buffered about MaxFragmentedRecvSize, plus what its 255 posted
   // receives hold (255 x 1340 bytes), and the client waits for credits.
   CHECK(sent <= (131072 + 255 * 1340) / 30000 + 2);
@@ -148,7 +139,7 @@ TEST_CASE("3.1.5.9: unread messages hold back credits: a fast sender waits, and 
     });
   };
   next();
-  REQUIRE(run_until(p.d, [&] { return verified == count && sent == count; }, std::chrono::seconds(60)));
+  REQUIRE(p.d.run_until([&] { return verified == count && sent == count; }, std::chrono::seconds(60), livelock));
   CHECK_FALSE(p.client->error());
   CHECK_FALSE(p.server->error());
 }

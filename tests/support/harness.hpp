@@ -29,12 +29,14 @@ struct driver {
   virtual_clock clock;  // outlives io: coroutine frames destroyed with io may hold timers on it
   asio::io_context io;
 
-  bool run_until(const std::function<bool()>& done, std::chrono::seconds limit = std::chrono::seconds(3600)) {
+  /// With `max_handlers`, a livelock (more than that many handlers without time moving) also
+  /// returns false instead of spinning.
+  bool run_until(const std::function<bool()>& done, std::chrono::seconds limit = std::chrono::seconds(3600),
+                 std::optional<std::size_t> max_handlers = std::nullopt) {
     const time_point end = clock.now() + limit;
     for (;;) {
-      io.restart();
-      while (io.poll() > 0) {
-      }
+      if (!max_handlers) settle();
+      else if (!settle_within(*max_handlers)) return false;
       if (done()) return true;
       if (clock.next_deadline() > end || !clock.advance_to_next()) return done();
     }

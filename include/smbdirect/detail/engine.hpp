@@ -443,6 +443,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     wire::data_transfer_header h;
     h.credits_requested = ledger_.send_credit_target();
     h.credits_granted = ledger_.on_send();
+    // The state is checked first so that the clock is read only when a keepalive goes out.
     if (keepalive_.current() == protocol::keepalive::state::pending && keepalive_.take_response_requested(timer_.now())) {
       h.flags = wire::smb_direct_response_requested;
       ++stats_.keepalives_sent;
