@@ -1,4 +1,4 @@
-// smb2_negotiate: one SMB2 NEGOTIATE function, two transports.
+// smb2_negotiate: one SMB2 NEGOTIATE, three ways to carry it.
 //
 // smb2::negotiate<AsyncStream> (smb2_negotiate.hpp) frames a hand-built SMB2 NEGOTIATE request
 // the way SMB3 does over TCP ([MS-SMB2] 2.1) and parses the response. This program runs that
@@ -6,6 +6,9 @@
 //   - smbdirect::stream, on an SMB Direct connection over the loopback transport, against an
 //     in-process test server that answers with smb2::serve_negotiate (the default), or
 //   - asio::ip::tcp::socket, against a real SMB server (--tcp HOST[:PORT], e.g. Samba's smbd).
+// With --smbdirect HOST[:PORT] it talks to a real SMB3 server over SMB Direct (verbs or TCP
+// emulation, e.g. Linux ksmbd) the way SMB3 does: smb2::negotiate_messages, one SMB2 message per
+// upper-layer message, no framing. It then prints the negotiated SMB Direct parameters too.
 // Exit status: 0 a valid NEGOTIATE response, 1 an error, 2 bad usage.
 #include <array>
 #include <charconv>
@@ -25,7 +28,10 @@
 #include <smbdirect/loopback.hpp>
 #include <smbdirect/smbdirect.hpp>
 #include <smbdirect/stream.hpp>
+#include <smbdirect/tcp.hpp>
+#include <smbdirect/verbs.hpp>
 
+#include "negotiated_report.hpp"
 #include "smb2_negotiate.hpp"
 
 namespace {
@@ -37,18 +43,26 @@ constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 struct settings {
   std::string host;        // empty: SMB Direct over loopback
   std::string port = "445";
+  bool smbdirect = false;  // --smbdirect: host and port name an SMB3 server over SMB Direct
+  std::string transport = "verbs";
   std::uint64_t message_id = 0;
   std::uint64_t timeout_ms = 10000;
 };
 
 void print_usage() {
   std::printf(
-      "usage: smb2_negotiate [--tcp HOST[:PORT]] [--message-id N] [--timeout MS]\n"
+      "usage: smb2_negotiate [--tcp HOST[:PORT] | --smbdirect HOST[:PORT] [--transport NAME]]\n"
+      "                      [--message-id N] [--timeout MS]\n"
       "Sends one hand-built SMB2 NEGOTIATE request and prints the server's response.\n"
       "  (default)          over SMB Direct (smbdirect::stream on the loopback transport) to an\n"
       "                     in-process test server that answers up to SMB 3.0.2\n"
       "  --tcp HOST[:PORT]  over TCP to an SMB server (asio::ip::tcp::socket); PORT default 445;\n"
       "                     IPv6 as [ADDR]:PORT\n"
+      "  --smbdirect HOST[:PORT]  over SMB Direct to an SMB3 server (e.g. Linux ksmbd), one SMB2\n"
+      "                     message per SMB Direct message; PORT default 0: 445 over verbs, or\n"
+      "                     5445 on iWARP and over tcp\n"
+      "  --transport NAME   for --smbdirect: verbs (rdma-core) or tcp (TCP emulation, iWARP\n"
+      "                     framing) (default verbs)\n"
       "  --message-id N     MessageId of the request (default 0; servers expect 0 first)\n"
       "  --timeout MS       give up after this long (default 10000)\n"
       "  --help             this text\n"
@@ -68,29 +82,42 @@ std::optional<std::string> parse_args(int argc, char** argv, settings& s, bool& 
       help = true;
       continue;
     }
-    if (arg != "--tcp" && arg != "--message-id" && arg != "--timeout") return "unknown option " + std::string(arg);
+    if (arg != "--tcp" && arg != "--smbdirect" && arg != "--transport" && arg != "--message-id" && arg != "--timeout")
+      return "unknown option " + std::string(arg);
     if (i + 1 >= argc) return std::string(arg) + " needs a value";
     const std::string_view value = argv[++i];
-    if (arg == "--message-id") {
+    if (arg == "--transport") {
+      if (value != "verbs" && value != "tcp") return "--transport: '" + std::string(value) + "' is not verbs or tcp";
+      s.transport = value;
+    } else if (arg == "--message-id") {
       if (auto e = parse_number(value, s.message_id)) return "--message-id: " + *e;
     } else if (arg == "--timeout") {
       if (auto e = parse_number(value, s.timeout_ms)) return "--timeout: " + *e;
       if (s.timeout_ms == 0) return "--timeout must be at least 1 ms";
     } else if (value.starts_with('[')) {  // [v6]:port
       const auto close = value.find(']');
-      if (close == std::string_view::npos) return "--tcp: missing ']' in " + std::string(value);
+      s.smbdirect = arg == "--smbdirect";
+      if (s.smbdirect) s.port = "0";
+      if (close == std::string_view::npos) return std::string(arg) + ": missing ']' in " + std::string(value);
       s.host = value.substr(1, close - 1);
       if (close + 1 < value.size()) {
-        if (value[close + 1] != ':') return "--tcp: expected ':' after ']' in " + std::string(value);
+        if (value[close + 1] != ':') return std::string(arg) + ": expected ':' after ']' in " + std::string(value);
         s.port = value.substr(close + 2);
       }
     } else {
+      s.smbdirect = arg == "--smbdirect";
+      if (s.smbdirect) s.port = "0";
       const auto colon = value.rfind(':');
       const bool v6 = colon != std::string_view::npos && value.find(':') != colon;  // bare IPv6
       s.host = v6 || colon == std::string_view::npos ? value : value.substr(0, colon);
       if (!v6 && colon != std::string_view::npos) s.port = value.substr(colon + 1);
     }
-    if (arg == "--tcp" && (s.host.empty() || s.port.empty())) return "--tcp needs HOST[:PORT]";
+    if ((arg == "--tcp" || arg == "--smbdirect") && (s.host.empty() || s.port.empty()))
+      return std::string(arg) + " needs HOST[:PORT]";
+  }
+  if (s.smbdirect) {
+    std::uint64_t port = 0;
+    if (parse_number(s.port, port) || port > 65535) return "--smbdirect: port '" + s.port + "' is not 0-65535";
   }
   return std::nullopt;
 }
@@ -129,7 +156,42 @@ asio::awaitable<int> run_tcp(settings s) {
   co_return report("TCP, Direct TCP transport framing", result);
 }
 
-// ------------------------------------------------------------------------------ over SMB Direct
+// ------------------------------------------------------------------------------ to an SMB3 server over SMB Direct
+
+template <class QueuePair>
+asio::awaitable<int> negotiate_with_server(std::pair<std::error_code, QueuePair> connected, settings s) {
+  auto& [ec, qp] = connected;
+  if (ec) {
+    std::fprintf(stderr, "error: connecting to %s port %s over %s: %s\n", s.host.c_str(), s.port.c_str(),
+                 s.transport.c_str(), ec.message().c_str());
+    co_return 1;
+  }
+  const smbdirect::parameters ours;
+  smbdirect::connection<QueuePair> c(std::move(qp), ours);
+  if (auto [cec] = co_await c.async_connect(use_tuple); cec) {
+    std::fprintf(stderr, "error: SMB Direct negotiation with %s: %s\n", s.host.c_str(), cec.message().c_str());
+    co_return 1;
+  }
+  examples::print_negotiated(s.transport.c_str(), "Negotiate Response", ours, c.negotiated());
+  const auto result = co_await smb2::negotiate_messages(c, s.message_id);
+  // SMB Direct has no close message: the server sees a disconnect.
+  auto [close_ec] = co_await c.async_close(use_tuple);
+  const int status = report("SMB Direct, one SMB2 message per upper-layer message", result);
+  if (close_ec && close_ec != smbdirect::errc::peer_disconnected) {
+    std::fprintf(stderr, "error: close: %s\n", close_ec.message().c_str());
+    co_return 1;
+  }
+  co_return status;
+}
+
+asio::awaitable<int> run_smbdirect_server(settings s) {
+  auto ex = co_await asio::this_coro::executor;
+  const auto port = static_cast<std::uint16_t>(std::stoul(s.port));  // checked by parse_args
+  if (s.transport == "verbs") co_return co_await negotiate_with_server(co_await smbdirect::verbs::connect(ex, s.host, port), s);
+  co_return co_await negotiate_with_server(co_await smbdirect::tcp::connect(ex, s.host, port), s);
+}
+
+// ------------------------------------------------------------------------------ over SMB Direct (loopback)
 
 // Our test server: SMB Direct negotiation, then one SMB2 NEGOTIATE answered through a stream.
 asio::awaitable<std::error_code> run_server(loopback_connection c) {
@@ -202,6 +264,8 @@ int main(int argc, char** argv) {
   };
   if (s.host.empty()) {
     asio::co_spawn(io, run_smbdirect(s), finish);
+  } else if (s.smbdirect) {
+    asio::co_spawn(io, run_smbdirect_server(s), finish);
   } else {
     asio::co_spawn(io, run_tcp(s), finish);
   }

@@ -6,7 +6,8 @@
 //   server: framed read -> parse_negotiate_request -> make_negotiate_response -> framed write
 //
 // Framing is the Direct TCP transport header ([MS-SMB2] 2.1): one zero byte, then the message
-// length as 3 bytes big-endian. Everything inside an SMB2 message is little-endian. Parsers
+// length as 3 bytes big-endian. Over RDMA, SMB3 has no framing: each SMB2 message is one SMB
+// Direct upper-layer message (negotiate_messages below). Everything inside an SMB2 message is little-endian. Parsers
 // never throw on hostile input: they check every offset and length against the span they are
 // given and return an error code.
 #pragma once
@@ -285,6 +286,45 @@ inline std::error_code parse_negotiate_response(std::span<const std::byte> m, st
   return preauth == 1 ? std::error_code{} : errc::bad_negotiate_context;
 }
 
+// An SMB2 ERROR response to a NEGOTIATE ([MS-SMB2] 2.2.2): the header with `status`, then 8
+// bytes + 1 byte of ErrorData, all zero. 73 bytes.
+inline std::vector<std::byte> make_error_response(std::uint64_t message_id, std::uint32_t status) {
+  auto m = detail::header(header_size + 9, status, 1, flags_server_to_redir, message_id);
+  detail::put16(m, header_size, 9);  // StructureSize; ErrorContextCount, ByteCount, ErrorData: 0
+  return m;
+}
+
+// One line naming every field of an SMB2 sync header ([MS-SMB2] 2.2.1.2) at the start of `m`,
+// whatever its command; the 16-byte Signature as hex. "not an SMB2 message: ..." if `m` is
+// shorter than 64 bytes or does not start with 0xFE 'S' 'M' 'B'.
+inline std::string describe_header(std::span<const std::byte> m) {
+  using namespace detail;
+  if (m.size() < header_size) return "not an SMB2 message: " + std::to_string(m.size()) + " bytes";
+  if (get32(m, 0) != 0x424D53FE) return "not an SMB2 message: ProtocolId is not 0xFE 'S' 'M' 'B'";
+  std::string signature;
+  for (std::size_t i = 48; i < 64; ++i) {
+    char hex[3];
+    std::snprintf(hex, sizeof hex, "%02x", std::to_integer<unsigned>(m[i]));
+    signature += hex;
+  }
+  constexpr const char* commands[] = {"NEGOTIATE", "SESSION_SETUP", "LOGOFF", "TREE_CONNECT", "TREE_DISCONNECT",
+                                      "CREATE", "CLOSE", "FLUSH", "READ", "WRITE", "LOCK", "IOCTL", "CANCEL",
+                                      "ECHO", "QUERY_DIRECTORY", "CHANGE_NOTIFY", "QUERY_INFO", "SET_INFO",
+                                      "OPLOCK_BREAK"};
+  const std::uint16_t command = get16(m, 12);
+  char buf[400];
+  std::snprintf(buf, sizeof buf,
+                "ProtocolId FE534D42, StructureSize %u, CreditCharge %u, Status/ChannelSequence 0x%08X, "
+                "Command %s (%u), CreditRequest %u, Flags 0x%08X, NextCommand %u, MessageId %llu, "
+                "Reserved/ProcessId 0x%08X, TreeId %u, SessionId 0x%016llX, Signature %s",
+                unsigned(get16(m, 4)), unsigned(get16(m, 6)), unsigned(get32(m, 8)),
+                command < std::size(commands) ? commands[command] : "unknown", unsigned(command),
+                unsigned(get16(m, 14)), unsigned(get32(m, 16)), unsigned(get32(m, 20)),
+                static_cast<unsigned long long>(get64(m, 24)), unsigned(get32(m, 32)), unsigned(get32(m, 36)),
+                static_cast<unsigned long long>(get64(m, 40)), signature.c_str());
+  return buf;
+}
+
 // Server side, for in-process tests only (smbdirect is not an SMB2 server): what it keeps of a request.
 struct negotiate_request_info {
   std::uint64_t message_id = 0;
@@ -319,11 +359,7 @@ inline std::vector<std::byte> make_negotiate_response(const negotiate_request_in
   std::uint16_t dialect = 0;
   for (std::uint16_t d : {0x0202, 0x0210, 0x0300, 0x0302})
     if (std::find(req.dialects.begin(), req.dialects.end(), d) != req.dialects.end()) dialect = d;
-  if (dialect == 0) {
-    auto m = header(header_size + 9, status_not_supported, 1, flags_server_to_redir, req.message_id);
-    put16(m, header_size, 9);  // StructureSize; ErrorContextCount, ByteCount, ErrorData: 0
-    return m;
-  }
+  if (dialect == 0) return make_error_response(req.message_id, status_not_supported);
   constexpr std::size_t b = header_size;
   auto m = header(b + 64, 0, 1, flags_server_to_redir, req.message_id);
   const std::uint32_t max_io = dialect == 0x0202 ? 65536 : 1 << 20;
@@ -384,6 +420,23 @@ asio::awaitable<std::pair<std::error_code, negotiate_response>> negotiate(AsyncS
   std::vector<std::byte> response;
   result.first = co_await detail::read_frame(stream, response);
   if (result.first) co_return result;
+  result.first = parse_negotiate_response(response, message_id, result.second);
+  co_return result;
+}
+
+// Client over a message transport, as SMB3 runs over SMB Direct ([MS-SMB2] 2.1, [MS-SMBD] 1.3):
+// the request is one upper-layer message and the response is the next, with no Direct TCP
+// transport header. `Connection` is an smbdirect::connection (async_send, async_receive).
+template <class Connection>
+asio::awaitable<std::pair<std::error_code, negotiate_response>> negotiate_messages(Connection& c,
+                                                                                   std::uint64_t message_id = 0) {
+  std::pair<std::error_code, negotiate_response> result{};
+  const std::vector<std::byte> request = make_negotiate_request(message_id);
+  auto [sec, sent] = co_await c.async_send(asio::buffer(request), detail::use_tuple);
+  if (sec) co_return result.first = sec, result;
+  std::vector<std::byte> response;
+  auto [rec, received] = co_await c.async_receive(response, detail::use_tuple);
+  if (rec) co_return result.first = rec, result;
   result.first = parse_negotiate_response(response, message_id, result.second);
   co_return result;
 }

@@ -217,6 +217,13 @@ TEST_CASE("limits: a Negotiate Request with every field at its largest wire valu
   CHECK(n.max_receive_size == 1364);
   CHECK(n.max_fragmented_recv_size == (1u << 20));  // what we reassemble stays ours
   CHECK(f.server->credits().posted() == 255);
+  // The peer's own offer is kept as received, before any of our limits.
+  CHECK(n.peer.credits_requested == 0xffff);
+  CHECK(n.peer.credits_granted == 0);
+  CHECK(n.peer.preferred_send_size == 0xffffffff);
+  CHECK(n.peer.max_receive_size == 0xffffffff);
+  CHECK(n.peer.max_fragmented_size == 0xffffffff);
+  CHECK(n.peer.max_read_write_size == 0);
 }
 
 TEST_CASE("limits: a Negotiate Response with every field at its largest wire value is bounded by our parameters") {
@@ -273,6 +280,12 @@ TEST_CASE("3.1.5.7: a valid response connects with the crossed minimums") {
   CHECK(n.receive_credit_target == 33);
   CHECK(f.client->credits().send_credits() <= 17);
   CHECK(f.client->credits().posted() == 33);
+  CHECK(n.peer.credits_requested == 33);
+  CHECK(n.peer.credits_granted == 17);
+  CHECK(n.peer.preferred_send_size == 1000);
+  CHECK(n.peer.max_receive_size == 700);
+  CHECK(n.peer.max_fragmented_size == 200000);
+  CHECK(n.peer.max_read_write_size == (1u << 20));
 }
 
 TEST_CASE("3.1.5.7: every check terminates with its own error") {

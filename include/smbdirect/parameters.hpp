@@ -51,6 +51,17 @@ inline constexpr std::uint32_t min_fragmented_size = 131072;
 
 /// What negotiation settled, for this side. [MS-SMBD] 3.1.1.1
 struct negotiated_parameters {
+  /// The peer's own Negotiate Request (we are passive) or Response (we are active), field by
+  /// field as received, so a user can see what the peer chose. [MS-SMBD] 2.2.1, 2.2.2
+  struct peer_offer {
+    std::uint16_t credits_requested = 0;
+    std::uint16_t credits_granted = 0;       ///< response only; 0 when the peer sent a request
+    std::uint32_t preferred_send_size = 0;   ///< bytes
+    std::uint32_t max_receive_size = 0;      ///< bytes
+    std::uint32_t max_fragmented_size = 0;   ///< bytes
+    std::uint32_t max_read_write_size = 0;   ///< bytes; response only, 0 in a request
+  };
+
   std::uint32_t max_send_size = 0;             ///< bytes per message we send (header included)
   std::uint32_t max_receive_size = 0;          ///< bytes per message we accept
   std::uint32_t max_fragmented_send_size = 0;  ///< largest upper-layer message we may send
@@ -60,6 +71,7 @@ struct negotiated_parameters {
   std::uint16_t receive_credit_max = 0;        ///< receives we post at most
   std::uint16_t receive_credit_target = 0;     ///< receives the peer asked for (<= max)
   std::uint16_t initial_send_credits = 0;      ///< SendCredits after negotiation
+  peer_offer peer;                             ///< what the peer's negotiate message said
 };
 
 }  // namespace smbdirect

@@ -785,7 +785,9 @@ asio::awaitable<int> run(const settings& s, files f, asio::thread_pool& pool) {
   if (s.transport == "tcp") co_return co_await dial<&tcp::connect>(s, tcp::options{}, f, pool);
   const auto o = verbs::options::for_parameters(s.params());
   if (s.listen) co_return co_await serve<verbs::listener>(s, o, f, pool);
-  co_return co_await dial<&verbs::connect>(s, o, f, pool);
+  using connect_with_options = asio::awaitable<std::pair<std::error_code, verbs::queue_pair>> (*)(
+      asio::any_io_executor, std::string, std::uint16_t, verbs::options);
+  co_return co_await dial<static_cast<connect_with_options>(&verbs::connect)>(s, o, f, pool);
 }
 
 }  // namespace

@@ -10,7 +10,7 @@ usage() {
   cat <<'EOF'
 Usage: tools/vm/run.sh [--cache DIR] [--timeout SECONDS] [--devices "rxe siw"] [--bin FILE]...
                        [--file FILE]... [--log FILE] [--mem MIB] [--guest-timeout SECONDS]
-                       --guest-script FILE
+                       [--output-dir DIR] --guest-script FILE
 
 Boots a QEMU VM (software emulation, no KVM) with Debian's kernel, rdma_rxe and siw, and runs
 FILE with busybox sh once per device (rxe0, then siw0), under a time limit.
@@ -26,13 +26,15 @@ FILE with busybox sh once per device (rxe0, then siw0), under a time limit.
   --cache DIR           download/build cache (default
                         ${SMBDIRECT_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smbdirect-vm})
   --log FILE            where to save the serial console log (default: DIR/logs/...)
+  --output-dir DIR      copy what the guest script left in $SMBDIRECT_OUTPUT to DIR (through
+                        a virtio disk holding a tar archive, at most 256 MiB)
   --mem MIB             guest memory (default: 1024, more for large binaries)
   -h, --help            this text
 
 The guest script gets: RDMA_DEVICE (rxe0|siw0), RDMA_KIND (rxe|siw), RDMA_NETDEV (eth0),
 RDMA_ADDR (10.0.2.15), RDMA_ADDR6 (fd00::15), RDMA_GID_INDEX (IPv4 RoCEv2 GID for rxe, 0 for
 siw), RDMA_GID_INDEX6, RDMA_PERFTEST_FLAGS ("-x <gid>" for rxe, "-R" for siw),
-SMBDIRECT_FILES=/opt/smbdirect/files, PATH with /opt/smbdirect/bin first. busybox sh runs
+SMBDIRECT_FILES=/opt/smbdirect/files, SMBDIRECT_OUTPUT (a folder; see --output-dir), PATH with /opt/smbdirect/bin first. busybox sh runs
 its own applets (ip, timeout, ...) before PATH: name other programs by path (/usr/bin/ip).
 Exit status: 0 only if the guest script returned 0 for every device.
 Environment: SMBDIRECT_VM_KERNEL=<abi, e.g. 6.1.0-56-amd64> pins the kernel.
@@ -51,6 +53,7 @@ guest_script=""
 guest_timeout=""
 log_file=""
 mem=""
+output_dir=""
 bins=()
 files=()
 while [ $# -gt 0 ]; do
@@ -65,7 +68,8 @@ while [ $# -gt 0 ]; do
     --guest-script) guest_script="${2:?--guest-script needs a file}"; shift 2 ;;
     --log) log_file="${2:?--log needs a file}"; shift 2 ;;
     --mem) mem="${2:?--mem needs MiB}"; shift 2 ;;
-    --cache=*|--timeout=*|--guest-timeout=*|--devices=*|--bin=*|--file=*|--guest-script=*|--log=*|--mem=*)
+    --output-dir) output_dir="${2:?--output-dir needs a folder}"; shift 2 ;;
+    --cache=*|--timeout=*|--guest-timeout=*|--devices=*|--bin=*|--file=*|--guest-script=*|--log=*|--mem=*|--output-dir=*)
       set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -109,7 +113,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     >/dev/null || die "apt-get install ${missing[*]} failed"
 fi
 for t in qemu-system-x86_64 apt-get apt-cache dpkg-deb dpkg-query ldd make gcc-12 xz flock timeout \
-         sha256sum ibv_devinfo rdma rping ib_send_bw; do
+         sha256sum strip tar ibv_devinfo rdma rping ib_send_bw; do
   command -v "$t" >/dev/null || die "required tool not found: $t"
 done
 qboot=/usr/share/qemu/qboot.rom
@@ -173,10 +177,13 @@ fi
 if ldd "$busybox" >/dev/null 2>&1; then die "$busybox is not statically linked (need busybox-static)"; fi
 
 # ---------------------------------------------------------------------------------------------
-# Kernel: the ABI linux-image-amd64 depends on, plus siw.ko built for it. Cached per version.
-KERNEL_FORMAT=1
-want_modules="virtio_pci virtio_net crc32_generic crc32c_generic crc32_pclmul crc32c_intel
-  ib_core ib_uverbs ib_umad rdma_ucm rdma_rxe siw"
+# Kernel: the ABI linux-image-amd64 depends on, plus modules built for it from linux-source:
+# siw.ko (Debian does not ship it) and SMB Direct builds of ksmbd.ko and cifs.ko (Debian ships
+# both without it), which replace Debian's. Cached per version.
+KERNEL_FORMAT=2
+want_modules="virtio_pci virtio_net virtio_blk crc32_generic crc32c_generic crc32_pclmul crc32c_intel
+  ib_core ib_uverbs ib_umad rdma_ucm rdma_rxe siw ksmbd cifs
+  sha512_generic cmac ccm gcm ctr ecb ghash_generic"
 
 kabi="${SMBDIRECT_VM_KERNEL:-}"
 if [ -z "$kabi" ]; then
@@ -220,22 +227,44 @@ build_kernel() {
       tar -x -C "$b" --strip-components=3 "./usr/src/$srcpkg.tar.xz"
     srctar="$b/$srcpkg.tar.xz"
   fi
-  say "extracting siw source from $srctar"
-  tar -xJf "$srctar" -C "$b" "$srcpkg/drivers/infiniband/sw/siw"
+  # One pass over the tarball (xz cannot seek): siw, the SMB client and server, the one VFS
+  # header ksmbd includes, and the ASN.1 compiler the SMB modules need (linux-kbuild lacks it).
+  say "extracting siw, fs/smb and scripts/asn1_compiler.c from $srctar"
+  tar -xJf "$srctar" -C "$b" "$srcpkg/drivers/infiniband/sw/siw" "$srcpkg/fs/smb" \
+    "$srcpkg/fs/internal.h" "$srcpkg/scripts/asn1_compiler.c" "$srcpkg/include/linux/asn1.h" \
+    "$srcpkg/include/linux/asn1_ber_bytecode.h"
+  local s="$b/$srcpkg" a
+  gcc-12 -O2 -I"$s/include" -o "$b/asn1_compiler" "$s/scripts/asn1_compiler.c" ||
+    die "building the ASN.1 compiler failed"
+  for a in "$s"/fs/smb/client/*.asn1 "$s"/fs/smb/server/*.asn1; do
+    "$b/asn1_compiler" "$a" "${a%.asn1}.asn1.c" "${a%.asn1}.asn1.h" || die "asn1_compiler $a failed"
+  done
 
   # Pitfall: the headers' Makefile includes the -common one by absolute path.
   hdr="$b/root/usr/src/linux-headers-$kabi"
   [ -f "$hdr/Makefile" ] || die "linux-headers-$kabi has no Makefile"
   sed -i "s|^include /usr/src/|include $b/root/usr/src/|" "$hdr/Makefile"
-  say "building siw.ko"
-  make -s -C "$hdr" M="$b/$srcpkg/drivers/infiniband/sw/siw" CONFIG_RDMA_SIW=m \
-    -j"$(nproc)" modules >"$b/siw-build.log" 2>&1 ||
-    { cat "$b/siw-build.log" >&2; die "building siw.ko failed"; }
+  # build_module NAME DIR MAKE-ARGS...: options the kernel's config lacks are set for make
+  # (object lists) and for the compiler (#ifdef) alike.
+  build_module() {
+    local name="$1" dir="$2"; shift 2
+    say "building $name.ko"
+    make -s -C "$hdr" M="$dir" -j"$(nproc)" "$@" modules >"$b/$name-build.log" 2>&1 ||
+      { cat "$b/$name-build.log" >&2; die "building $name.ko failed"; }
+    strip --strip-debug "$dir/$name.ko"
+  }
+  build_module siw "$s/drivers/infiniband/sw/siw" CONFIG_RDMA_SIW=m
+  build_module ksmbd "$s/fs/smb/server" CONFIG_SMB_SERVER=m CONFIG_SMB_SERVER_SMBDIRECT=y \
+    KCFLAGS=-DCONFIG_SMB_SERVER_SMBDIRECT=1
+  build_module cifs "$s/fs/smb/client" CONFIG_CIFS=m CONFIG_CIFS_SMB_DIRECT=y \
+    KCFLAGS=-DCONFIG_CIFS_SMB_DIRECT=1
 
   # The modules we want and everything they depend on, with a modules.dep made by busybox.
   local moddir="$b/root/lib/modules/$kabi" stage="$b/stage" list
   mkdir -p "$moddir/extra"
-  cp "$b/$srcpkg/drivers/infiniband/sw/siw/siw.ko" "$moddir/extra/siw.ko"
+  cp "$s/drivers/infiniband/sw/siw/siw.ko" "$moddir/extra/siw.ko"
+  cp "$s/fs/smb/server/ksmbd.ko" "$moddir/kernel/fs/smb/server/ksmbd.ko"
+  cp "$s/fs/smb/client/cifs.ko" "$moddir/kernel/fs/smb/client/cifs.ko"
   "$busybox" depmod -b "$b/root" "$kabi" || die "depmod failed"
   # shellcheck disable=SC2086
   list=$(awk -v want="$(echo $want_modules)" '
@@ -259,7 +288,7 @@ build_kernel() {
   rm -rf "$out"; mkdir -p "$out"
   cp "$b/root/boot/vmlinuz-$kabi" "$out/vmlinuz"
   cp "$b/root/boot/config-$kabi" "$out/"
-  cp "$b/modules.cpio.gz" "$b/$srcpkg/drivers/infiniband/sw/siw/siw.ko" "$out/"
+  cp "$b/modules.cpio.gz" "$out/"
   echo "$kabi" >"$out/abi"
   touch "$out/.complete"
   rm -rf "$kdir"; mv "$out" "$kdir"
@@ -408,7 +437,7 @@ echo "SMBDIRECT-VM-BOOTED $(uptime_s) s $(uname -r)"
 
 ulimit -l unlimited 2>/dev/null
 for m in crc32_generic crc32c_generic crc32_pclmul crc32c_intel; do modprobe $m 2>/dev/null; done
-for m in virtio_pci virtio_net ib_core ib_uverbs ib_umad rdma_ucm; do
+for m in virtio_pci virtio_net virtio_blk ib_core ib_uverbs ib_umad rdma_ucm; do
   modprobe $m || fatal "modprobe $m failed"
 done
 i=0
@@ -424,6 +453,8 @@ echo 0 >/proc/sys/net/ipv6/conf/eth0/accept_ra
 /usr/bin/ip route add default via 10.0.2.2 2>/dev/null
 
 export RDMA_NETDEV=eth0 RDMA_ADDR=10.0.2.15 RDMA_ADDR6=fd00::15 SMBDIRECT_FILES=/opt/smbdirect/files
+export SMBDIRECT_OUTPUT=/var/tmp/smbdirect-output
+mkdir -p $SMBDIRECT_OUTPUT
 export SMBDIRECT_VM=1
 
 # gid_index DEV GID: index of GID (as in sysfs) among the first 16 on port 1 of DEV, waiting
@@ -483,6 +514,10 @@ for kind in $VM_DEVICES; do
   printf '\nSMBDIRECT-VM-RESULT %s %s\n' "$kind" "$rc"
   rdma link delete $dev 2>/dev/null
 done
+# --output-dir: the host gave us a raw disk; the archive goes on it with no file system.
+if [ -b /dev/vda ]; then
+  tar -cf /dev/vda -C $SMBDIRECT_OUTPUT . && sync || echo "SMBDIRECT-VM-OUTPUT-FAILED"
+fi
 echo "SMBDIRECT-VM-DONE $(uptime_s) s"
 poweroff -f
 INIT
@@ -514,6 +549,11 @@ qemu=(qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "$mem"
   -kernel "$kdir/vmlinuz" -initrd "$initrd"
   -append "console=ttyS0 panic=-1 panic_on_oops=1 quiet"
   -netdev user,id=net0 -device virtio-net-pci,netdev=net0,romfile=)
+if [ -n "$output_dir" ]; then
+  mkdir -p "$output_dir" || die "cannot create $output_dir"
+  truncate -s 256M "$work/output.img"
+  qemu+=(-drive "file=$work/output.img,format=raw,if=none,id=out" -device virtio-blk-pci,drive=out,romfile=)
+fi
 say "booting (kernel $kabi, devices: ${device_list[*]}, ${mem} MiB, limit ${timeout_s} s) after $(elapsed)"
 boot_start=$SECONDS
 set +e
@@ -522,6 +562,13 @@ timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\r$//' | tee
 qemu_rc=${PIPESTATUS[0]}
 set -e
 say "VM finished after $((SECONDS - boot_start)) s (total $(elapsed))"
+if [ -n "$output_dir" ]; then
+  if tar -xf "$work/output.img" -C "$output_dir" 2>/dev/null; then
+    say "guest output in $output_dir: $(find "$output_dir" -type f | wc -l) files"
+  else
+    say "warning: the guest left no output (no archive on its disk)"
+  fi
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Results.

@@ -74,6 +74,10 @@ inline request_decision on_negotiate_request(const parameters& p, std::span<cons
   n.receive_credit_max = p.receive_credit_max;
   n.receive_credit_target = std::min(req.credits_requested, p.receive_credit_max);
   n.initial_send_credits = 0;
+  n.peer = {.credits_requested = req.credits_requested,
+            .preferred_send_size = req.preferred_send_size,
+            .max_receive_size = req.max_receive_size,
+            .max_fragmented_size = req.max_fragmented_size};
   return d;
 }
 
@@ -136,6 +140,12 @@ inline response_decision on_negotiate_response(const parameters& p, std::span<co
   n.receive_credit_max = p.receive_credit_max;
   n.receive_credit_target = std::min(rsp.credits_requested, p.receive_credit_max);
   n.initial_send_credits = rsp.credits_granted;
+  n.peer = {.credits_requested = rsp.credits_requested,
+            .credits_granted = rsp.credits_granted,
+            .preferred_send_size = rsp.preferred_send_size,
+            .max_receive_size = rsp.max_receive_size,
+            .max_fragmented_size = rsp.max_fragmented_size,
+            .max_read_write_size = rsp.max_read_write_size};
   return d;
 }
 

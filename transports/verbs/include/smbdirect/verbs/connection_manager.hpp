@@ -220,7 +220,7 @@ inline asio::awaitable<std::pair<std::error_code, std::uint16_t>> probe_default_
 /// Errors: std::errc::invalid_argument (bad host), cm_errc (address, route, reject,
 /// unreachable, device mismatch, queue depths), errno values of librdmacm/libibverbs calls.
 inline asio::awaitable<std::pair<std::error_code, queue_pair>> connect(asio::any_io_executor ex, std::string host,
-                                                                        std::uint16_t port, options o = {}) {
+                                                                        std::uint16_t port, options o) {
   using result = std::pair<std::error_code, queue_pair>;
   auto [rec, dst] = detail::resolve(host, port, false);
   if (rec) co_return result{rec, queue_pair{}};
@@ -261,6 +261,16 @@ inline asio::awaitable<std::pair<std::error_code, queue_pair>> connect(asio::any
   co_return result{std::error_code{}, queue_pair(std::move(state))};
 }
 
+// The overloads without `options` below stand in for default arguments on purpose: GCC 12 does
+// not keep a defaulted argument whose type owns memory (options::device) alive across the
+// caller's co_await, and frees a stack address when the caller's statement ends.
+
+/// connect() with default options.
+inline asio::awaitable<std::pair<std::error_code, queue_pair>> connect(asio::any_io_executor ex, std::string host,
+                                                                        std::uint16_t port) {
+  return connect(std::move(ex), std::move(host), port, options{});
+}
+
 /// A passive RDMA CM endpoint bound to an address and port.
 class listener {
  public:
@@ -270,7 +280,7 @@ class listener {
   static asio::awaitable<std::pair<std::error_code, std::unique_ptr<listener>>> open(asio::any_io_executor ex,
                                                                                       std::string address,
                                                                                       std::uint16_t port,
-                                                                                      options o = {}) {
+                                                                                      options o) {
     using result = std::pair<std::error_code, std::unique_ptr<listener>>;
     auto [rec, local] = detail::resolve(address, port, true);
     if (rec) co_return result{rec, nullptr};
@@ -290,6 +300,13 @@ class listener {
     if (rdma_bind_addr(l->id_, local.get())) co_return result{last_system_error(), nullptr};
     if (rdma_listen(l->id_, l->options_.listen_backlog)) co_return result{last_system_error(), nullptr};
     co_return result{std::error_code{}, std::move(l)};
+  }
+
+  /// open() with default options (see connect() for why this is not a default argument).
+  static asio::awaitable<std::pair<std::error_code, std::unique_ptr<listener>>> open(asio::any_io_executor ex,
+                                                                                      std::string address,
+                                                                                      std::uint16_t port) {
+    return open(std::move(ex), std::move(address), port, options{});
   }
 
   ~listener() {
@@ -362,8 +379,17 @@ using self_connection = smbdirect::self_connection<queue_pair>;
 /// Listens on `address` and `port` (0: SMB Direct's port for the device), connects to it and
 /// accepts, at once. Errors: as listener::open, connect() and listener::accept().
 inline asio::awaitable<self_connection> connect_to_self(asio::any_io_executor ex, std::string address,
-                                                        std::uint16_t port, options o = {}) {
-  return smbdirect::detail::connect_to_self<queue_pair, listener>(std::move(ex), std::move(address), port, o, &connect);
+                                                        std::uint16_t port, options o) {
+  using connect_with_options = asio::awaitable<std::pair<std::error_code, queue_pair>> (*)(
+      asio::any_io_executor, std::string, std::uint16_t, options);
+  return smbdirect::detail::connect_to_self<queue_pair, listener>(std::move(ex), std::move(address), port, o,
+                                                                  static_cast<connect_with_options>(&connect));
+}
+
+/// connect_to_self() with default options (see connect() for why this is not a default argument).
+inline asio::awaitable<self_connection> connect_to_self(asio::any_io_executor ex, std::string address,
+                                                        std::uint16_t port) {
+  return connect_to_self(std::move(ex), std::move(address), port, options{});
 }
 
 }  // namespace smbdirect::verbs
