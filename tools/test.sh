@@ -2,7 +2,8 @@
 # Runs every test: the plain build, then under ASan+UBSan, then under TSan, then the tests that
 # need root: tshark's decode of a TCP-emulation capture and the SMB2 NEGOTIATE example against
 # Samba's smbd; then the verbs suite on soft-RoCE and soft-iWARP inside the QEMU test VM
-# (tools/vm, about 1-2 minutes); then each libFuzzer target for 60 s (tools/fuzz.sh).
+# (tools/vm, about 1-2 minutes) and the interop scenarios with Linux siw, ksmbd and cifs.ko
+# (tools/vm/interop.sh, about 2 minutes); then each libFuzzer target for 60 s (tools/fuzz.sh).
 # Installs what it needs first. Usage: tools/test.sh [--quick] [--no-vm]
 #   --quick: plain build only, no tshark, no Samba, no VM, no fuzzing;  --no-vm: skip the VM
 set -euo pipefail
@@ -24,7 +25,8 @@ for config in "${configs[@]}"; do runs+=("$config //..."); done
 # Print the load test's numbers (memory per idle connection) from the ASan run.
 [ "${#configs[@]}" -gt 1 ] && runs+=("--config=asan --test_output=all //tests/load:load_test")
 [ "$root_tests" -eq 1 ] && runs+=("--test_output=all //tests/tcp:tshark_test //tests/stream:samba_test")
-[ "$vm" -eq 1 ] && runs+=("--test_output=all //tests/verbs:vm_test")
+# One VM at a time: each needs both cores.
+[ "$vm" -eq 1 ] && runs+=("--test_output=all --local_test_jobs=1 //tests/verbs:vm_test //tests/interop:vm_test")
 for run in "${runs[@]}"; do
   echo "=== bazel test $run"
   log=$(mktemp)

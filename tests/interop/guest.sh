@@ -64,8 +64,8 @@ fi
 # ------------------------------------------------------------------------------------------
 # 1. TCP emulation <-> soft-iWARP (siw): both directions, port 5445.
 if [ "$RDMA_KIND" = siw ]; then
-  head -c 3000000 /dev/urandom >"$work/a.bin"
-  head -c 2000000 /dev/urandom >"$work/b.bin"
+  head -c 1500000 /dev/urandom >"$work/a.bin"
+  head -c 1000000 /dev/urandom >"$work/b.bin"
   # 200,000-byte messages: 147 fragments each at MaxSendSize 1364.
   cat_opts="--port 5445 --mode messages --message-size 200000"
   for way in "verbs tcp" "tcp verbs"; do
