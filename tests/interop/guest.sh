@@ -101,9 +101,13 @@ EOF
 if modprobe ksmbd; then
   ksmbd.mountd -n >"$work/ksmbd.log" 2>&1 &
   mountd=$!
-  # ksmbd starts its listeners when ksmbd.mountd has sent its configuration: wait for TCP 445.
+  # ksmbd starts its listeners when ksmbd.mountd has sent its configuration: wait for TCP 445
+  # (0x01BD) in state LISTEN (0A), on IPv6 or IPv4.
   i=0
-  while [ $i -lt 100 ] && ! grep -q ":01BD 00000000:0000 0A" /proc/net/tcp; do sleep 0.1; i=$((i + 1)); done
+  while [ $i -lt 100 ] && ! grep -q ":01BD 0*:0000 0A" /proc/net/tcp6 /proc/net/tcp; do
+    sleep 0.1
+    i=$((i + 1))
+  done
   for t in verbs tcp; do
     [ $t = tcp ] && [ "$RDMA_KIND" != siw ] && continue  # TCP emulation is iWARP framing
     port=""

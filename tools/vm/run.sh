@@ -34,8 +34,9 @@ FILE with busybox sh once per device (rxe0, then siw0), under a time limit.
 The guest script gets: RDMA_DEVICE (rxe0|siw0), RDMA_KIND (rxe|siw), RDMA_NETDEV (eth0),
 RDMA_ADDR (10.0.2.15), RDMA_ADDR6 (fd00::15), RDMA_GID_INDEX (IPv4 RoCEv2 GID for rxe, 0 for
 siw), RDMA_GID_INDEX6, RDMA_PERFTEST_FLAGS ("-x <gid>" for rxe, "-R" for siw),
-SMBDIRECT_FILES=/opt/smbdirect/files, SMBDIRECT_OUTPUT (a folder; see --output-dir), PATH with /opt/smbdirect/bin first. busybox sh runs
-its own applets (ip, timeout, ...) before PATH: name other programs by path (/usr/bin/ip).
+SMBDIRECT_FILES=/opt/smbdirect/files, SMBDIRECT_OUTPUT (a folder; see --output-dir), PATH
+with /opt/smbdirect/bin first. busybox sh runs its own applets (ip, timeout, ...) before PATH:
+name other programs by path (/usr/bin/ip).
 Exit status: 0 only if the guest script returned 0 for every device.
 Environment: SMBDIRECT_VM_KERNEL=<abi, e.g. 6.1.0-56-amd64> pins the kernel.
 EOF
@@ -181,6 +182,8 @@ if ldd "$busybox" >/dev/null 2>&1; then die "$busybox is not statically linked (
 # siw.ko (Debian does not ship it) and SMB Direct builds of ksmbd.ko and cifs.ko (Debian ships
 # both without it), which replace Debian's. Cached per version.
 KERNEL_FORMAT=2
+# The last line: ciphers and hashes ksmbd and cifs ask the kernel for by name when they need them
+# (SMB 3.1.1's preauth hash, signing, encryption); nothing lists them as dependencies.
 want_modules="virtio_pci virtio_net virtio_blk crc32_generic crc32c_generic crc32_pclmul crc32c_intel
   ib_core ib_uverbs ib_umad rdma_ucm rdma_rxe siw ksmbd cifs
   sha512_generic cmac ccm gcm ctr ecb ghash_generic"
