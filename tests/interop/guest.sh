@@ -56,7 +56,8 @@ pair() {
 }
 
 if [ "$RDMA_KIND" = siw ]; then
-  tcpdump -Z root -i lo -s 0 -U -w "$SMBDIRECT_OUTPUT/siw.pcap" tcp port 5445 >"$work/tcpdump.log" 2>&1 &
+  # A 64 MiB buffer: under emulation the default 2 MiB one overflowed (drops) now and then.
+  tcpdump -Z root -i lo -s 0 -B 65536 -U -w "$SMBDIRECT_OUTPUT/siw.pcap" tcp port 5445 >"$work/tcpdump.log" 2>&1 &
   capture=$!
   wait_for "$work/tcpdump.log" "listening on" || echo "warning: tcpdump did not start: $(cat "$work/tcpdump.log")"
 fi

@@ -515,7 +515,9 @@ for kind in $VM_DEVICES; do
   kill -9 -1 2>/dev/null   # whatever the script left running (init itself is spared)
   sleep 0.2
   printf '\nSMBDIRECT-VM-RESULT %s %s\n' "$kind" "$rc"
-  rdma link delete $dev 2>/dev/null
+  # After the last device the VM powers off: no deletion, which would block for good if a
+  # kernel client still held the device (seen with cifs.ko after a failed rdma mount).
+  [ "$kind" = "${VM_DEVICES##* }" ] || rdma link delete $dev 2>/dev/null
 done
 # --output-dir: the host gave us a raw disk; the archive goes on it with no file system.
 if [ -b /dev/vda ]; then
