@@ -15,7 +15,7 @@ tcp: a plain TCP socket), with their ratio on the right axis.
   --transport NAME  loopback or tcp (default loopback; verbs has no in-process baseline)
   --op NAME         send, write or read (default send)
   --sweep MIN:MAX   powers of two from MIN to MAX bytes (default 4096:4194304)
-  --iterations N    per size (default: enough for about 64 MiB per size, at least 64)
+  --iterations N    per size (default: enough for 256 MiB per size, at least 64)
   --out DIR         where to write (default docs/performance)
   -- ...            passed on to smbdirect_bench (e.g. --max-send-size 65536 --max-receive-size 65536)
 Installs gnuplot-nox with apt if it is missing (needs root).
@@ -50,7 +50,7 @@ IFS=: read -r low high <<<"$sweep"
 : >"$csv.tmp"
 size=$low
 while [ "$size" -le "$high" ]; do
-  n=${iterations:-$(( 67108864 / size > 64 ? 67108864 / size : 64 ))}
+  n=${iterations:-$(( 268435456 / size > 64 ? 268435456 / size : 64 ))}
   # One size per run, so each gets its own iteration count; the header comes from the first.
   "$bench" --transport "$transport" --op "$op" --size "$size" --iterations "$n" --baseline --format csv \
     "${extra[@]+"${extra[@]}"}" | { if [ "$size" = "$low" ]; then cat; else tail -n +2; fi; } >>"$csv.tmp"
@@ -70,8 +70,8 @@ set format x "%.0b%B"
 set xlabel "message size (bytes)"
 set ylabel "MB/s (10^6 bytes per second)"
 set y2label "ratio to the baseline"
-set y2range [0:1.2]
-set y2tics 0.1
+set y2range [0:*]
+set y2tics
 set ytics nomirror
 set grid
 set title "smbdirect $transport $op vs $baseline, same run ($(date -u +%Y-%m-%d), $(nproc) cores)"
