@@ -48,11 +48,15 @@ pair() {
   fi
   # shellcheck disable=SC2086
   timeout 120 $4
-  crc=$?
+  client_rc=$?
   wait $spid
-  src=$?
+  server_rc=$?
   cat "$slog"
-  if [ $crc = 0 ] && [ $src = 0 ]; then ok "$name"; else failed "$name" "client exit $crc, server exit $src"; fi
+  if [ $client_rc = 0 ] && [ $server_rc = 0 ]; then
+    ok "$name"
+  else
+    failed "$name" "client exit $client_rc, server exit $server_rc"
+  fi
 }
 
 if [ "$RDMA_KIND" = siw ]; then
@@ -150,19 +154,19 @@ if wait_for "$work/first.log" "listening" && modprobe cifs; then
   mkdir -p /mnt/cifs
   timeout 90 mount.cifs "//$A/share" /mnt/cifs -o rdma,vers=3.1.1,username=smbdirect,password=smbdirect \
     >"$work/mount.log" 2>&1
-  mrc=$?
+  mount_rc=$?
   wait $spid
-  src=$?
+  server_rc=$?
   cat "$work/first.log"
-  echo "--- mount.cifs (exit $mrc; it must fail)"
+  echo "--- mount.cifs (exit $mount_rc; it must fail)"
   cat "$work/mount.log"
   echo "--- kernel log (cifs)"
   dmesg | grep -i "cifs\|smbd\|smb_direct" | tail -n 20
-  if [ $mrc = 0 ]; then
+  if [ $mount_rc = 0 ]; then
     umount /mnt/cifs
     failed "$name" "the mount succeeded against a server that speaks no SMB2"
-  elif [ $src != 0 ]; then
-    failed "$name" "server exit $src"
+  elif [ $server_rc != 0 ]; then
+    failed "$name" "server exit $server_rc"
   elif ! grep -q "closed by the client" "$work/first.log"; then
     failed "$name" "the server did not see the client close"
   else
