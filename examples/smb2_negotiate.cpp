@@ -94,10 +94,12 @@ std::optional<std::string> parse_args(int argc, char** argv, settings& s, bool& 
     } else if (arg == "--timeout") {
       if (auto e = parse_number(value, s.timeout_ms)) return "--timeout: " + *e;
       if (s.timeout_ms == 0) return "--timeout must be at least 1 ms";
-    } else if (value.starts_with('[')) {  // [v6]:port
+    }
+    if (arg != "--tcp" && arg != "--smbdirect") continue;
+    s.smbdirect = arg == "--smbdirect";
+    s.port = s.smbdirect ? "0" : settings{}.port;  // unless HOST:PORT says otherwise
+    if (value.starts_with('[')) {  // [v6]:port
       const auto close = value.find(']');
-      s.smbdirect = arg == "--smbdirect";
-      if (s.smbdirect) s.port = "0";
       if (close == std::string_view::npos) return std::string(arg) + ": missing ']' in " + std::string(value);
       s.host = value.substr(1, close - 1);
       if (close + 1 < value.size()) {
@@ -105,15 +107,12 @@ std::optional<std::string> parse_args(int argc, char** argv, settings& s, bool& 
         s.port = value.substr(close + 2);
       }
     } else {
-      s.smbdirect = arg == "--smbdirect";
-      if (s.smbdirect) s.port = "0";
       const auto colon = value.rfind(':');
       const bool v6 = colon != std::string_view::npos && value.find(':') != colon;  // bare IPv6
       s.host = v6 || colon == std::string_view::npos ? value : value.substr(0, colon);
       if (!v6 && colon != std::string_view::npos) s.port = value.substr(colon + 1);
     }
-    if ((arg == "--tcp" || arg == "--smbdirect") && (s.host.empty() || s.port.empty()))
-      return std::string(arg) + " needs HOST[:PORT]";
+    if (s.host.empty() || s.port.empty()) return std::string(arg) + " needs HOST[:PORT]";
   }
   if (s.smbdirect) {
     std::uint64_t port = 0;
@@ -212,12 +211,7 @@ asio::awaitable<int> run_client(loopback_connection c, std::uint64_t message_id)
     std::fprintf(stderr, "error: SMB Direct negotiation: %s\n", cec.message().c_str());
     co_return 1;
   }
-  const auto& n = c.negotiated();
-  std::printf(
-      "SMB Direct negotiated (loopback transport): MaxSendSize %u, MaxReceiveSize %u, MaxFragmentedSize %u "
-      "(send) / %u (receive), MaxReadWriteSize %u bytes, %u send credits\n",
-      unsigned(n.max_send_size), unsigned(n.max_receive_size), unsigned(n.max_fragmented_send_size),
-      unsigned(n.max_fragmented_recv_size), unsigned(n.max_read_write_size), unsigned(n.initial_send_credits));
+  examples::print_negotiated("the loopback transport", "Negotiate Response", smbdirect::parameters{}, c.negotiated());
   smbdirect::stream<smbdirect::loopback::endpoint> s(std::move(c));
   const auto result = co_await smb2::negotiate(s, message_id);
   auto [close_ec] = co_await s.async_close(use_tuple);

@@ -9,7 +9,8 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 out=$("$example") || fail "the loopback run exited $?: $out"
 echo "$out"
-grep -q '^SMB Direct negotiated (loopback transport): MaxSendSize 1364' <<<"$out" || fail "no SMB Direct parameters"
+grep -q '^SMB Direct negotiated over the loopback transport$' <<<"$out" || fail "no SMB Direct parameters"
+grep -q '^  result: MaxSendSize 1364,' <<<"$out" || fail "no negotiated MaxSendSize"
 grep -q '^status: *0x00000000$' <<<"$out" || fail "NT status is not 0"
 grep -q '^dialect: *3.0.2 (0x0302)$' <<<"$out" || fail "the test server answers 3.0.2"
 grep -q '^test server: answered the NEGOTIATE and saw the client close$' <<<"$out" || fail "server did not finish"
