@@ -180,7 +180,15 @@ fi
 rmmod cifs 2>/dev/null
 
 if [ -n "${capture:-}" ]; then
-  sleep 0.5
+  # tcpdump writes each packet as it reads it (-U), but under emulation it lags behind the
+  # kernel: stop it only once the file has stopped growing for a second (at most 15 s).
+  last=-1 still=0 i=0
+  while [ $still -lt 5 ] && [ $i -lt 75 ]; do
+    size=$(wc -c <"$SMBDIRECT_OUTPUT/siw.pcap")
+    if [ "$size" = "$last" ]; then still=$((still + 1)); else still=0 last=$size; fi
+    sleep 0.2
+    i=$((i + 1))
+  done
   kill -INT $capture
   wait $capture
   cat "$work/tcpdump.log"
