@@ -5,7 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
-#include <map>
+#include <vector>
 #include <optional>
 #include <system_error>
 
@@ -30,14 +30,17 @@ class virtual_clock {
   time_point now() const noexcept { return now_; }
 
   /// Earliest pending deadline, or time_point::max() when nothing waits.
-  time_point next_deadline() const noexcept { return waiters_.empty() ? time_point::max() : waiters_.begin()->first; }
+  time_point next_deadline() const noexcept {
+    const waiter* w = earliest();
+    return w ? w->due : time_point::max();
+  }
 
   /// Moves time to `t` (never backwards) and wakes every timer due by then.
   void advance_to(time_point t) {
     if (t > now_) now_ = t;
-    while (!waiters_.empty() && waiters_.begin()->first <= now_) {
-      auto node = waiters_.extract(waiters_.begin());
-      node.mapped()->fire();
+    for (waiter* w = earliest(); w && w->due <= now_; w = earliest()) {
+      remove(w);
+      w->fire();
     }
   }
   void advance(std::chrono::steady_clock::duration d) { advance_to(now_ + d); }
@@ -45,7 +48,7 @@ class virtual_clock {
   /// Jumps to the next deadline; false if no timer is pending.
   bool advance_to_next() {
     if (waiters_.empty()) return false;
-    advance_to(waiters_.begin()->first);
+    advance_to(next_deadline());
     return true;
   }
 
@@ -61,15 +64,27 @@ class virtual_clock {
   friend class engine_timer;
   struct waiter {
     virtual void fire() = 0;
+    time_point due{};
   };
-  using map = std::multimap<time_point, waiter*>;
-  map::iterator add(time_point t, waiter* w) { return waiters_.emplace(t, w); }
-  void remove(map::iterator it) { waiters_.erase(it); }
+  // A handful of timers per connection: a vector scanned for the earliest keeps its storage,
+  // so waits allocate nothing once it has grown (a multimap allocates a node per wait).
+  void add(time_point t, waiter* w) {
+    w->due = t;
+    waiters_.push_back(w);
+  }
+  void remove(waiter* w) noexcept { std::erase(waiters_, w); }
+  /// The waiter due first; among equal deadlines the one registered first.
+  waiter* earliest() const noexcept {
+    waiter* best = nullptr;
+    for (waiter* w : waiters_)
+      if (!best || w->due < best->due) best = w;
+    return best;
+  }
 
   bool next_wait_fails() noexcept { return fail_wait == waits_++; }
 
   time_point now_{std::chrono::hours(1)};  // not 0, so "now - interval" stays positive
-  map waiters_;
+  std::vector<waiter*> waiters_;
   std::uint64_t waits_ = 0;
 };
 
@@ -93,7 +108,7 @@ class engine_timer : private virtual_clock::waiter {
       if (deadline <= clock_->now()) co_return std::error_code{};
       fired_ = false;
       if (deadline != time_point::max()) {  // "forever" is not a deadline to jump to
-        entry_ = clock_->add(deadline, this);
+        clock_->add(deadline, this);
         registered_ = true;
       }
       co_await wake_.wait();
@@ -116,14 +131,13 @@ class engine_timer : private virtual_clock::waiter {
     wake_.notify();
   }
   void unregister() {
-    if (registered_) clock_->remove(entry_);
+    if (registered_) clock_->remove(this);
     registered_ = false;
   }
 
   virtual_clock* clock_;
   asio::steady_timer timer_;    // real time
   detail::async_event wake_;    // virtual time: fire() and cancel() wake the waiter
-  virtual_clock::map::iterator entry_{};
   bool registered_ = false;
   bool fired_ = false;
 };

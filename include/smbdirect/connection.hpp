@@ -90,6 +90,12 @@ auto launch(const std::shared_ptr<Engine>& engine, Token&& token, Op operation) 
       token, engine, std::move(operation));
 }
 
+/// The buffers of a buffer sequence, inline up to buffer_list's capacity (no allocation).
+template <class Buffers, class Buffer>
+buffer_list<Buffer> to_list(const Buffers& buffers) {
+  return {asio::buffer_sequence_begin(buffers), asio::buffer_sequence_end(buffers)};
+}
+
 template <class Buffers, class Buffer>
 std::vector<Buffer> to_vector(const Buffers& buffers) {
   std::vector<Buffer> v;
@@ -144,7 +150,7 @@ class connection {
   /// not_connected, or the connection's terminal error.
   template <class ConstBufferSequence, class Token>
   auto async_send(const ConstBufferSequence& buffers, Token&& token) {
-    auto pieces = detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers);
+    auto pieces = detail::to_list<ConstBufferSequence, asio::const_buffer>(buffers);
     return detail::launch(engine_, std::forward<Token>(token),
                                 [pieces = std::move(pieces)](engine_type& e) mutable { return e.send(std::move(pieces)); });
   }
@@ -183,8 +189,8 @@ class connection {
   template <class ConstBufferSequence, class Token>
   auto async_rdma_write(const ConstBufferSequence& buffers, std::span<const wire::buffer_descriptor_v1> remote,
                         Token&& token, std::uint64_t remote_offset = 0) {
-    auto local = detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers);
-    std::vector<wire::buffer_descriptor_v1> r(remote.begin(), remote.end());
+    auto local = detail::to_list<ConstBufferSequence, asio::const_buffer>(buffers);
+    detail::descriptor_list r(remote.begin(), remote.end());
     return detail::launch(engine_, std::forward<Token>(token),
                                 [local = std::move(local), r = std::move(r), remote_offset](engine_type& e) mutable {
                                   return e.rdma(std::move(local), std::move(r), remote_offset);
@@ -196,8 +202,8 @@ class connection {
   template <class MutableBufferSequence, class Token>
   auto async_rdma_read(const MutableBufferSequence& buffers, std::span<const wire::buffer_descriptor_v1> remote,
                        Token&& token, std::uint64_t remote_offset = 0) {
-    auto local = detail::to_vector<MutableBufferSequence, asio::mutable_buffer>(buffers);
-    std::vector<wire::buffer_descriptor_v1> r(remote.begin(), remote.end());
+    auto local = detail::to_list<MutableBufferSequence, asio::mutable_buffer>(buffers);
+    detail::descriptor_list r(remote.begin(), remote.end());
     return detail::launch(engine_, std::forward<Token>(token),
                                 [local = std::move(local), r = std::move(r), remote_offset](engine_type& e) mutable {
                                   return e.rdma(std::move(local), std::move(r), remote_offset);

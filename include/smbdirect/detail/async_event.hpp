@@ -27,12 +27,21 @@ class async_event {
   asio::awaitable<void> wait() {
     std::error_code ec;  // channel_cancelled is the normal wake-up
     operation_memory memory;
+    ++waiters_;
+    struct leave {
+      std::size_t& n;
+      ~leave() { --n; }
+    } on_exit{waiters_};
     (void)co_await channel_.async_receive(memory.bind(asio::redirect_error(asio::use_awaitable, ec)));
   }
-  void notify() { channel_.cancel(); }
+  /// Wakes every waiter; costs nothing when there is none (the hot path notifies per completion).
+  void notify() {
+    if (waiters_ != 0) channel_.cancel();
+  }
 
  private:
   asio::experimental::channel<void(std::error_code, bool)> channel_;  // (error_code) alone is ambiguous in Asio 1.22
+  std::size_t waiters_ = 0;  // coroutines inside wait(), parked or about to park
 };
 
 }  // namespace smbdirect::detail

@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <deque>
 #include <exception>
 #include <memory>
 #include <new>
@@ -32,6 +31,8 @@
 
 #include "smbdirect/clock.hpp"
 #include "smbdirect/detail/async_event.hpp"
+#include "smbdirect/detail/ring_queue.hpp"
+#include "smbdirect/detail/small_vector.hpp"
 #include "smbdirect/error.hpp"
 #include "smbdirect/parameters.hpp"
 #include "smbdirect/protocol/credit_ledger.hpp"
@@ -73,12 +74,49 @@ inline std::error_code exception_error(const std::exception_ptr& thrown) noexcep
   }
 }
 
+/// An operation's local buffers and the peer's Buffer Descriptor V1 array: a few of each are
+/// kept inline, so an operation allocates nothing for them.
+template <class Buffer>
+using buffer_list = small_vector<Buffer, max_send_sge>;
+using descriptor_list = small_vector<wire::buffer_descriptor_v1, 4>;
+
+/// Work requests posted by one upper-layer operation, awaited together.
+/// Wake-up events for pending operations, reused from one operation to the next: a new event
+/// (an Asio channel) allocates.
+class event_pool {
+ public:
+  explicit event_pool(asio::any_io_executor ex) : executor_(std::move(ex)) {}
+  /// May throw std::bad_alloc when none is free.
+  std::unique_ptr<async_event> take() {
+    if (free_.empty()) return std::make_unique<async_event>(executor_);
+    auto e = std::move(free_.back());
+    free_.pop_back();
+    return e;
+  }
+  void give_back(std::unique_ptr<async_event> e) noexcept {
+    try {
+      free_.push_back(std::move(e));
+    } catch (const std::bad_alloc&) {  // a cache: dropping the event costs nothing
+    }
+  }
+
+ private:
+  asio::any_io_executor executor_;
+  std::vector<std::unique_ptr<async_event>> free_;
+};
+
 /// Work requests posted by one upper-layer operation, awaited together.
 struct pending_op {
-  explicit pending_op(asio::any_io_executor ex) : done(std::move(ex)) {}
+  explicit pending_op(event_pool& from) : pool(from), event(from.take()) {}
+  pending_op(const pending_op&) = delete;
+  pending_op& operator=(const pending_op&) = delete;
+  ~pending_op() { pool.give_back(std::move(event)); }
+  async_event& done() noexcept { return *event; }
+
   std::size_t outstanding = 0;
   std::error_code error;  // first work completion error
-  async_event done;
+  event_pool& pool;
+  std::unique_ptr<async_event> event;
 };
 
 template <class Transport>
@@ -92,9 +130,11 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
         executor_(transport_.get_executor()),
         timer_(executor_, clock),
         send_event_(executor_),
+        lock_event_(executor_),
         receive_event_(executor_),
         control_event_(executor_),
-        phase_event_(executor_) {}
+        phase_event_(executor_),
+        events_(executor_) {}
 
   ~engine() { transport_.disconnect(); }
 
@@ -127,20 +167,21 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   /// Sends one upper-layer message gathered from `pieces` (3.1.4.2, 3.1.5.4): fragments go
   /// out back to back, never interleaved with another message. Completes when every
   /// fragment's send has completed, so the caller's buffers may then be reused.
-  asio::awaitable<std::pair<std::error_code, std::size_t>> send(std::vector<asio::const_buffer> pieces) {
+  asio::awaitable<std::pair<std::error_code, std::size_t>> send(buffer_list<asio::const_buffer> pieces) {
     if (auto ec = usable()) co_return fail(ec);
     const std::size_t total = asio::buffer_size(pieces);
     if (auto ec = protocol::fragmenter::check(total, negotiated_.max_send_size, negotiated_.max_fragmented_send_size))
       co_return fail(ec);
-    if (auto ec = co_await lock_send()) co_return fail(ec);
-    pending_op op(executor_);
+    if (!try_lock_send())
+      if (auto ec = co_await lock_send()) co_return fail(ec);
+    pending_op op(events_);
     auto settled = settle(op);  // before posting: see settle()
     const protocol::fragmenter fragments(static_cast<std::uint32_t>(total), negotiated_.max_send_size);
     std::error_code ec;
     try {
       for (std::uint32_t i = 0; i < fragments.count() && !ec; ++i) {
-        send_slot* slot = nullptr;
-        ec = co_await acquire_send(slot);
+        send_slot* slot = try_acquire_send();  // no coroutine frame while credits last
+        if (!slot) ec = co_await acquire_send(slot);
         if (!ec) ec = post_fragment(*slot, fragments.at(i), pieces, op);
       }
     } catch (const std::bad_alloc&) {
@@ -174,8 +215,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
       replenish_receives(false);
       if (ledger_.grant_due()) control_event_.notify();
     }
-    old.clear();
-    try {
+    try {  // its size stays: the reassembler overwrites those bytes without zero-filling them first
       spare_.push_back(std::move(old));  // a cache of storage: losing it costs nothing
     } catch (const std::bad_alloc&) {
     }
@@ -196,8 +236,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   /// against the peer's descriptors, in order, starting `remote_offset` bytes into the
   /// descriptor array (3.1.4.5, 3.1.4.6).
   template <class Buffer>
-  asio::awaitable<std::pair<std::error_code, std::size_t>> rdma(std::vector<Buffer> local,
-                                                                std::vector<wire::buffer_descriptor_v1> remote,
+  asio::awaitable<std::pair<std::error_code, std::size_t>> rdma(buffer_list<Buffer> local, descriptor_list remote,
                                                                 std::uint64_t remote_offset) {
     constexpr bool write = std::is_same_v<Buffer, asio::const_buffer>;
     if (auto ec = usable()) co_return fail(ec);
@@ -207,7 +246,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     for (const auto& d : remote) available += d.length;
     if (total > negotiated_.max_read_write_size || remote_offset > available || total > available - remote_offset)
       co_return fail(errc::rdma_too_large);
-    pending_op op(executor_);
+    pending_op op(events_);
     auto settled = settle(op);  // before posting: see settle()
     const std::uint64_t wr = make_wr_id(wr_kind::rdma, reinterpret_cast<std::uintptr_t>(&op) >> 2);
     std::error_code ec;
@@ -264,6 +303,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     terminal_ = ec;
     phase_ = phase::closed;
     send_event_.notify();
+    lock_event_.notify();
     receive_event_.notify();
     control_event_.notify();
     phase_event_.notify();
@@ -312,7 +352,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     while (op.outstanding > 0) {
       bool failed = false;
       try {
-        co_await op.done.wait();
+        co_await op.done().wait();
       } catch (const std::bad_alloc&) {
         failed = true;
       }
@@ -404,8 +444,15 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     }
   }
 
+  /// Takes the send lock if it is free, without suspending.
+  bool try_lock_send() {
+    if (send_locked_ || terminal_) return false;
+    send_locked_ = true;
+    return true;
+  }
+
   asio::awaitable<std::error_code> lock_send() {
-    while (send_locked_ && !terminal_) co_await send_event_.wait();
+    while (send_locked_ && !terminal_) co_await lock_event_.wait();
     if (terminal_) co_return terminal_;
     send_locked_ = true;
     co_return std::error_code{};
@@ -413,22 +460,26 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
 
   void unlock_send() {
     send_locked_ = false;
-    send_event_.notify();
+    lock_event_.notify();
+  }
+
+  /// A free send slot with a usable send credit (3.1.5.1 steps 1-3) if there is one now, else
+  /// nullptr. Posts the receives 3.1.5.9 wants before a send.
+  send_slot* try_acquire_send() {
+    if (terminal_ || free_send_slots_.empty()) return nullptr;
+    replenish_receives(true);
+    if (terminal_ || !ledger_.can_send()) return nullptr;
+    credit_wait_since_.reset();
+    return take_send_slot();
   }
 
   /// Waits for a free send slot and a usable send credit (3.1.5.1 steps 1-3). While the
   /// peer leaves us without a usable credit, the credit grant timer runs.
   asio::awaitable<std::error_code> acquire_send(send_slot*& slot) {
     for (;;) {
+      if ((slot = try_acquire_send())) co_return std::error_code{};
       if (terminal_) co_return terminal_;
-      if (!free_send_slots_.empty()) {
-        replenish_receives(true);
-        if (terminal_) co_return terminal_;
-        if (ledger_.can_send()) {
-          credit_wait_since_.reset();
-          slot = take_send_slot();
-          co_return std::error_code{};
-        }
+      if (!free_send_slots_.empty()) {  // a slot but no credit: the credit grant timer runs
         if (!credit_wait_since_) {
           credit_wait_since_ = timer_.now();
           timer_.cancel();  // the timer loop re-arms with this earlier deadline
@@ -454,7 +505,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   }
 
   std::error_code post_fragment(send_slot& slot, const protocol::fragment& f,
-                                const std::vector<asio::const_buffer>& pieces, pending_op& op) {
+                                std::span<const asio::const_buffer> pieces, pending_op& op) {
     wire::data_transfer_header h = next_header();
     h.remaining_data_length = f.remaining;
     h.data_length = f.length;  // > 0: empty messages are refused before fragmenting
@@ -499,7 +550,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   /// Calls visit(buffer) for each part of the byte range [offset, offset + length) of the
   /// pieces, in order, until it returns false; returns false if it stopped early.
   template <class Visit>
-  static bool for_each_piece(const std::vector<asio::const_buffer>& pieces, std::size_t offset, std::size_t length,
+  static bool for_each_piece(std::span<const asio::const_buffer> pieces, std::size_t offset, std::size_t length,
                              Visit visit) {
     for (const auto& p : pieces) {
       if (length == 0) break;
@@ -573,8 +624,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     release_send_slot(slot);
     if (op) {
       if (wc.status && !op->error) op->error = wc.status;
-      --op->outstanding;
-      op->done.notify();
+      if (--op->outstanding == 0 || wc.status) op->done().notify();  // settle() waits for 0
     }
     if (wc.status) on_work_error(wc.status);
     if (then) terminate(then);
@@ -583,8 +633,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   void on_rdma_completion(const work_completion& wc) {
     auto* op = reinterpret_cast<pending_op*>(static_cast<std::uintptr_t>(value_of(wc.wr_id) << 2));
     if (wc.status && !op->error) op->error = wc.status;
-    --op->outstanding;
-    op->done.notify();
+    if (--op->outstanding == 0 || wc.status) op->done().notify();
     if (wc.status) on_work_error(wc.status);
   }
 
@@ -691,10 +740,10 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     for (;;) {
       while (!terminal_ && !needed()) co_await control_event_.wait();
       if (terminal_) co_return;
-      if (co_await lock_send()) co_return;
+      if (!try_lock_send() && co_await lock_send()) co_return;
       if (needed()) {
-        send_slot* slot = nullptr;
-        if (!co_await acquire_send(slot)) {
+        send_slot* slot = try_acquire_send();
+        if (slot || !co_await acquire_send(slot)) {
           wire::data_transfer_header h = next_header();
           (void)wire::encode(h, slot->header);
           ++stats_.empty_messages_sent;
@@ -741,10 +790,12 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   parameters params_;
   asio::any_io_executor executor_;
   engine_timer timer_;
-  async_event send_event_;     // send slot freed, credits arrived, send lock released
+  async_event send_event_;     // send slot freed, credits arrived: for the send lock's holder
+  async_event lock_event_;     // send lock released (apart, so waiters do not wake per completion)
   async_event receive_event_;  // a message is ready
   async_event control_event_;  // an empty message may be needed
   async_event phase_event_;    // negotiation finished
+  event_pool events_;          // for pending_op
   role role_ = role::active;
   phase phase_ = phase::idle;
   std::error_code terminal_;
@@ -764,7 +815,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   std::vector<send_slot> send_slots_;
   std::vector<std::uint32_t> free_send_slots_;
   time_point batch_time_{};  // when the completion batch being handled was polled
-  std::deque<std::vector<std::byte>> ready_;
+  ring_queue<std::vector<std::byte>> ready_;
   std::size_t ready_bytes_ = 0;  // bytes in ready_
   std::vector<std::vector<std::byte>> spare_;
 };

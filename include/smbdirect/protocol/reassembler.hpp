@@ -19,7 +19,7 @@ class reassembler {
   explicit reassembler(std::uint32_t max_fragmented_recv_size = 0) noexcept : max_(max_fragmented_recv_size) {}
 
   /// Feeds one validated Data Transfer Message. On a completed upper-layer message returns
-  /// true and moves it into `out` (whose old storage is recycled for the next message).
+  /// true and moves it into `out` (whose old storage, and size, is recycled for the next message).
   /// An empty message (DataLength 0, RemainingDataLength 0) carries only credits or a
   /// keepalive: it never touches reassembly, even mid-sequence (Linux before 6.18 sends such
   /// messages between fragments). Errors: fragmented_message_too_large,
@@ -32,17 +32,19 @@ class reassembler {
       if (h.remaining_data_length != 0) return errc::empty_fragment;
       return {};
     }
+    if (payload.size() != h.data_length) return errc::data_out_of_bounds;  // not what wire::decode gives
     if (std::uint64_t{h.data_length} + h.remaining_data_length > max_) return errc::fragmented_message_too_large;
     if (!in_progress_) {
-      buffer_.clear();
-      buffer_.reserve(std::size_t{h.data_length} + h.remaining_data_length);
+      // Sized once for the whole message. Storage recycled from an earlier message of the same
+      // size is overwritten in place: only growth is zero-filled, so each byte is written once.
+      buffer_.resize(std::size_t{h.data_length} + h.remaining_data_length);
+      filled_ = 0;
       in_progress_ = true;
     } else if (h.data_length > remaining_ || remaining_ - h.data_length != h.remaining_data_length) {
       return errc::remaining_length_mismatch;
     }
-    const std::size_t at = buffer_.size();
-    buffer_.resize(at + payload.size());
-    std::memcpy(buffer_.data() + at, payload.data(), payload.size());
+    std::memcpy(buffer_.data() + filled_, payload.data(), payload.size());
+    filled_ += payload.size();
     remaining_ = h.remaining_data_length;
     if (remaining_ == 0) {
       in_progress_ = false;
@@ -59,6 +61,7 @@ class reassembler {
  private:
   std::uint32_t max_;
   std::uint32_t remaining_ = 0;
+  std::size_t filled_ = 0;  // bytes of buffer_ written so far
   bool in_progress_ = false;
   std::vector<std::byte> buffer_;
 };

@@ -63,7 +63,7 @@ inline std::error_code encode(const data_transfer_header& h, std::span<std::byte
 /// message_too_short (< 20 bytes), data_offset_misaligned (DataOffset % 8 != 0),
 /// data_offset_in_header (DataLength > 0 and DataOffset < 24),
 /// data_out_of_bounds (DataOffset + DataLength > bytes received, computed without overflow).
-/// Credit and reassembly checks are the receiver's (protocol/receive_validator.hpp).
+/// Credit and reassembly checks follow (protocol/credit_ledger.hpp, protocol/reassembler.hpp).
 inline std::error_code decode(std::span<const std::byte> in, data_transfer_message& m) noexcept {
   if (in.size() < data_transfer_header::min_size) return errc::message_too_short;
   using detail::load_le;

@@ -24,7 +24,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -43,6 +42,7 @@
 #include <asio/post.hpp>
 
 #include "smbdirect/detail/async_event.hpp"
+#include "smbdirect/detail/ring_queue.hpp"
 #include "smbdirect/error.hpp"
 #include "smbdirect/transport.hpp"
 
@@ -79,15 +79,15 @@ struct region {
 struct side_state {
   asio::any_io_executor executor;
   std::unique_ptr<smbdirect::detail::async_event> event;
-  std::deque<std::pair<std::uint64_t, std::span<std::byte>>> receives;
-  std::deque<work_completion> cq;
+  smbdirect::detail::ring_queue<std::pair<std::uint64_t, std::span<std::byte>>> receives;
+  smbdirect::detail::ring_queue<work_completion> cq;
   std::unordered_map<std::uint32_t, region> regions;  // ours, for the peer to access
   std::uint64_t sends = 0;
   bool endpoint_alive = true;
   bool accepted = false;  // posted a receive: the connection is established toward this side
   bool wake_posted = false;  // a wake-up is queued on `executor`: completions join it
   // SENDs posted toward this side before it was accepted: {wr_id, gather, invalidate}.
-  std::deque<std::tuple<std::uint64_t, std::vector<asio::const_buffer>, std::uint32_t>> early_sends;
+  smbdirect::detail::ring_queue<std::tuple<std::uint64_t, std::vector<asio::const_buffer>, std::uint32_t>> early_sends;
   // Flushed by the error state, reported after `cq` as work_request_flushed: our receives, and
   // our SENDs that were waiting for the peer. Kept apart so that entering the error state moves
   // containers (noexcept) and never allocates: disconnect() cannot fail.
