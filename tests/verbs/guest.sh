@@ -29,11 +29,34 @@ step "demo over IPv6" smbdirect_demo --transport verbs --address "$RDMA_ADDR6" -
 
 # Throughput at perftest's message size (64 KiB, 200 iterations): upper-layer messages with
 # the default MaxSendSize (1364: 49 fragments each), with one fragment per message, and RDMA
-# writes. Then perftest itself.
-bench() { step "bench $*" smbdirect_bench --transport verbs --address "$RDMA_ADDR" --size 65536 --iterations 200 "$@"; }
-bench --op send
-bench --op send --max-send-size 65560 --max-receive-size 65560 --credits 32
-bench --op write
-bench --op read
-sh "$SMBDIRECT_FILES/perftest.sh" || echo "=== $RDMA_KIND: perftest baseline failed (not counted)"
+# writes and reads. Then perftest itself, and each of ours as a ratio of perftest's average.
+bench() {
+  name=$1
+  shift
+  step "bench $name: $*" sh -c "smbdirect_bench --transport verbs --address $RDMA_ADDR --size 65536 --iterations 200 \
+    --format csv $* >/tmp/bench-$name.csv && cat /tmp/bench-$name.csv"
+}
+bench send --op send
+bench send-one-fragment --op send --max-send-size 65560 --max-receive-size 65560 --credits 32
+bench write --op write
+bench read --op read
+if sh "$SMBDIRECT_FILES/perftest.sh" >/tmp/perftest.out 2>&1; then cat /tmp/perftest.out; else
+  cat /tmp/perftest.out
+  echo "=== $RDMA_KIND: perftest baseline failed (not counted)"
+fi
+
+# ratio LABEL OURS PERFTEST-TEST TARGET: our MB/s (the CSV's mb_per_s) over perftest's average.
+ratio() {
+  ours=$(awk -F, 'NR == 2 { print $9 }' "/tmp/bench-$2.csv" 2>/dev/null)
+  base=$(awk -v t="$3" '$1 == "PERFTEST" && $3 == t { sub(/.*average /, ""); print $1 }' /tmp/perftest.out)
+  if [ -n "$ours" ] && [ -n "$base" ]; then
+    awk -v k="$RDMA_KIND" -v l="$1" -v o="$ours" -v t="$3" -v b="$base" -v g="$4" \
+      'BEGIN { printf "RATIO %s %s: smbdirect %.1f MB/s / %s %.1f MB/s = %.2f (target %s)\n", k, l, o, t, b, o / b, g }'
+  else
+    echo "RATIO $RDMA_KIND $1: not available (smbdirect '$ours', $3 '$base')"
+  fi
+}
+ratio "send, MaxSendSize 1364" send ib_send_bw 0.9
+ratio "send, one fragment per message" send-one-fragment ib_send_bw 0.9
+ratio "RDMA write" write ib_write_bw 0.95
 exit $status

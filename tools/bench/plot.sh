@@ -6,9 +6,9 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 Usage: tools/bench/plot.sh [--transport loopback|tcp] [--op send|write|read] [--sweep MIN:MAX]
-                           [--iterations N] [--out DIR] [-- BENCH-OPTION...]
+                           [--iterations N] [--out DIR] [--name NAME] [-- BENCH-OPTION...]
 
-Writes DIR/<transport>-<op>.csv (smbdirect_bench --format csv) and DIR/<transport>-<op>.svg:
+Writes DIR/NAME.csv (smbdirect_bench --format csv) and DIR/NAME.svg:
 size (bytes, log scale) against MB/s (10^6 bytes/s), ours and the baseline (loopback: memcpy,
 tcp: a plain TCP socket), with their ratio on the right axis.
 
@@ -17,12 +17,13 @@ tcp: a plain TCP socket), with their ratio on the right axis.
   --sweep MIN:MAX   powers of two from MIN to MAX bytes (default 4096:4194304)
   --iterations N    per size (default: enough for 256 MiB per size, at least 64)
   --out DIR         where to write (default docs/performance)
+  --name NAME       file names (default <transport>-<op>)
   -- ...            passed on to smbdirect_bench (e.g. --max-send-size 65536 --max-receive-size 65536)
 Installs gnuplot-nox with apt if it is missing (needs root).
 EOF
 }
 
-transport=loopback op=send sweep=4096:4194304 iterations="" out=docs/performance
+transport=loopback op=send sweep=4096:4194304 iterations="" out=docs/performance name=""
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,6 +33,7 @@ while [ $# -gt 0 ]; do
     --sweep) sweep="${2:?}"; shift 2 ;;
     --iterations) iterations="${2:?}"; shift 2 ;;
     --out) out="${2:?}"; shift 2 ;;
+    --name) name="${2:?}"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) usage >&2; echo "plot: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -43,7 +45,7 @@ tools/install-deps.sh gnuplot-nox
 bazel build -c opt --color=no --curses=no //tools/bench:smbdirect_bench 2>&1 | grep -v linux-sandbox | tail -n 1 >&2
 bench="$(bazel info -c opt bazel-bin 2>/dev/null)/tools/bench/smbdirect_bench"
 mkdir -p "$out"
-name="$transport-$op"
+name=${name:-$transport-$op}
 csv="$out/$name.csv"
 
 IFS=: read -r low high <<<"$sweep"
@@ -75,8 +77,8 @@ set y2tics
 set ytics nomirror
 set grid
 set title "smbdirect $transport $op vs $baseline, same run ($(date -u +%Y-%m-%d), $(nproc) cores)"
-plot "$csv" every ::1 using 3:8 with linespoints title "smbdirect $op", \
-     "$csv" every ::1 using 3:12 with linespoints title "$baseline", \
-     "$csv" every ::1 using 3:13 axes x1y2 with lines dashtype 2 title "ratio (right axis)"
+plot "$csv" every ::1 using 4:9 with linespoints title "smbdirect $op", \
+     "$csv" every ::1 using 4:13 with linespoints title "$baseline", \
+     "$csv" every ::1 using 4:14 axes x1y2 with lines dashtype 2 title "ratio (right axis)"
 EOF
 echo "plot: wrote $csv and $out/$name.svg" >&2

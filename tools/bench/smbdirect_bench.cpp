@@ -5,7 +5,8 @@
 // usage: smbdirect_bench [--transport loopback|tcp|verbs] [--address IP] [--op send|write|read]
 //                        [--size BYTES | --sweep MIN:MAX] [--iterations N | --duration SECONDS]
 //                        [--depth N] [--max-send-size BYTES] [--max-receive-size BYTES]
-//                        [--credits N] [--baseline] [--no-crc] [--format table|csv|json]
+//                        [--credits N] [--direction one-way|both] [--baseline] [--no-crc]
+//                        [--format table|csv|json]
 //
 // --baseline then measures the limit of the same bytes in the same run and prints ours as a
 // ratio of it: loopback, memcpy of each message from the senders' buffers into one receive
@@ -39,22 +40,24 @@ using namespace asio::experimental::awaitable_operators;
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 
 struct settings {
-  std::string transport = "loopback", address, op = "send", format = "table";
+  std::string transport = "loopback", address, op = "send", format = "table", direction = "one-way";
   std::uint64_t size = 65536, iterations = 1000, depth = 16;
   std::vector<std::uint64_t> sizes;  // --sweep (empty: just `size`)
   double duration = 0;               // seconds per size; 0: use `iterations`
   bool baseline = false;
   bool crc = true;  // tcp: ask for MPA CRC32c
   smbdirect::parameters params;
+  int ways() const { return direction == "both" ? 2 : 1; }
 };
 
 /// One measurement: ours, and the baseline's time for the same bytes when --baseline.
 struct result {
-  std::uint64_t size = 0, iterations = 0;
-  std::uint32_t max_send_size = 0;  // negotiated
+  std::uint64_t size = 0, iterations = 0;  // iterations per direction
+  int ways = 1;                             // 2: both directions at once
+  std::uint32_t max_send_size = 0;          // negotiated
   double seconds = 0;
   std::optional<double> baseline_seconds;
-  double bytes() const { return double(size) * double(iterations); }
+  double bytes() const { return double(size) * double(iterations) * ways; }
 };
 
 void usage() {
@@ -75,6 +78,8 @@ void usage() {
       "  --max-send-size BYTES       MaxSendSize both sides prefer (default 1364)\n"
       "  --max-receive-size BYTES    MaxReceiveSize both sides accept (default 1364)\n"
       "  --credits N                 send credit target and receive credit max (default 255)\n"
+      "  --direction one-way|both    client to server only, or both ways at once, each way with\n"
+      "                              --depth in flight (default one-way); rates count both ways\n"
       "  --baseline                  also time the limit for the same bytes and print our rate as\n"
       "                              a ratio of it: loopback, memcpy of each message; tcp, a plain\n"
       "                              TCP socket moving messages of --size bytes\n"
@@ -116,6 +121,7 @@ bool parse(int argc, char** argv, settings& s) {
       s.format = v;
     else if (a == "--address") s.address = v;
     else if (a == "--op") s.op = v;
+    else if (a == "--direction" && (std::string_view(v) == "one-way" || std::string_view(v) == "both")) s.direction = v;
     else if (a == "--size" && number && n > 0 && n <= 0xffffffffu) s.size = n;
     else if (a == "--iterations" && number && n > 0) s.iterations = n;
     else if (a == "--depth" && number && n > 0 && n <= 4096) s.depth = n;
@@ -181,32 +187,40 @@ asio::awaitable<std::error_code> rdma_worker(Connection& c, const settings& s, s
   co_return std::error_code{};
 }
 
+// `targets` holds the registered memory: the server's (first `size` bytes), then, for both
+// directions, the client's.
 template <class Connection>
 asio::awaitable<std::error_code> all_workers(Connection& client, Connection& server, const settings& s,
-                                             std::vector<std::byte>& target) {
+                                             std::vector<std::byte>& targets) {
   auto ex = co_await asio::this_coro::executor;
-  std::vector<std::vector<std::byte>> buffers(s.depth, std::vector<std::byte>(s.size, std::byte{0x5a}));
-  smbdirect::registration reg;
-  if (s.op != "send") {
-    auto [ec, r] = server.register_buffer(asio::buffer(target), smbdirect::access::remote_read_write);
-    if (ec) co_return ec;
-    reg = r;
-  }
+  std::vector<std::vector<std::byte>> buffers(s.depth * s.ways(), std::vector<std::byte>(s.size, std::byte{0x5a}));
   // Each worker is its own coroutine; count them down and keep the first error.
   std::error_code first;
-  std::uint64_t running = s.depth + (s.op == "send" ? 1 : 0);
+  std::uint64_t running = (s.depth + (s.op == "send" ? 1 : 0)) * s.ways();
   asio::steady_timer done(ex, asio::steady_timer::time_point::max());
   auto finish = [&](std::exception_ptr, std::error_code ec) {
     if (ec && !first) first = ec;
     if (--running == 0) done.cancel();
   };
-  for (std::uint64_t w = 0; w < s.depth; ++w) {
-    if (s.op == "send")
-      asio::co_spawn(ex, sender(client, s, w, buffers[w]), finish);
-    else
-      asio::co_spawn(ex, rdma_worker(client, s, w, buffers[w], reg.descriptor), finish);
+  for (int way = 0; way < s.ways(); ++way) {
+    Connection& from = way == 0 ? client : server;
+    Connection& to = way == 0 ? server : client;
+    smbdirect::registration reg;
+    if (s.op != "send") {
+      auto target = asio::buffer(targets.data() + way * s.size, s.size);
+      auto [ec, r] = to.register_buffer(target, smbdirect::access::remote_read_write);
+      if (ec) co_return ec;
+      reg = r;
+    }
+    for (std::uint64_t w = 0; w < s.depth; ++w) {
+      auto& buffer = buffers[way * s.depth + w];
+      if (s.op == "send")
+        asio::co_spawn(ex, sender(from, s, w, buffer), finish);
+      else
+        asio::co_spawn(ex, rdma_worker(from, s, w, buffer, reg.descriptor), finish);
+    }
+    if (s.op == "send") asio::co_spawn(ex, receiver(to, s), finish);
   }
-  if (s.op == "send") asio::co_spawn(ex, receiver(server, s), finish);
   co_await done.async_wait(use_tuple);
   co_return first;
 }
@@ -242,16 +256,23 @@ asio::awaitable<std::error_code> socket_reader(asio::ip::tcp::socket& s, const s
 }
 
 /// Seconds that memcpy takes to move the same messages from `depth` source buffers (taken in
-/// turn, as the senders do) into one destination buffer (as the receiver reuses its vector).
+/// turn, as the senders do) into one destination buffer (as the receiver reuses its vector),
+/// for each direction. The best of three runs: the baseline is the limit, so noise that slows
+/// one run must not flatter our ratio.
 double plain_memcpy(const settings& s) {
   std::vector<std::vector<std::byte>> sources(s.depth, std::vector<std::byte>(s.size, std::byte{0x5a}));
   std::vector<std::byte> destination(s.size);
-  const auto start = std::chrono::steady_clock::now();
-  for (std::uint64_t i = 0; i < s.iterations; ++i) {
-    std::memcpy(destination.data(), sources[i % s.depth].data(), s.size);
-    asm volatile("" : : "r"(destination.data()) : "memory");  // the copy must happen
+  double best = 0;
+  for (int run = 0; run < 3; ++run) {
+    const auto start = std::chrono::steady_clock::now();
+    for (std::uint64_t i = 0; i < s.iterations * s.ways(); ++i) {
+      std::memcpy(destination.data(), sources[i % s.depth].data(), s.size);
+      asm volatile("" : : "r"(destination.data()) : "memory");  // the copy must happen
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (run == 0 || seconds < best) best = seconds;
   }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return best;
 }
 
 /// Seconds the plain TCP transfer took, or a negative value on error.
@@ -265,8 +286,14 @@ asio::awaitable<double> plain_tcp(const settings& s) {
   b = std::move(accepted);
   a.set_option(asio::ip::tcp::no_delay(true));
   const auto start = std::chrono::steady_clock::now();
-  auto [we, re] = co_await (socket_writer(a, s) && socket_reader(b, s));
-  if (we || re) co_return -1;
+  if (s.ways() == 2) {  // both ways at once on the one full-duplex connection
+    auto [we, re, we2, re2] =
+        co_await (socket_writer(a, s) && socket_reader(b, s) && socket_writer(b, s) && socket_reader(a, s));
+    if (we || re || we2 || re2) co_return -1;
+  } else {
+    auto [we, re] = co_await (socket_writer(a, s) && socket_reader(b, s));
+    if (we || re) co_return -1;
+  }
   co_return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
@@ -282,7 +309,7 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
   }
   const auto start = std::chrono::steady_clock::now();
   const std::error_code ec = co_await all_workers(client, server, s, target);
-  out = {.size = s.size, .iterations = s.iterations, .max_send_size = client.negotiated().max_send_size,
+  out = {.size = s.size, .iterations = s.iterations, .ways = s.ways(), .max_send_size = client.negotiated().max_send_size,
          .seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
          .baseline_seconds = std::nullopt};
   if (ec) {
@@ -311,7 +338,7 @@ asio::awaitable<int> run_pair(const settings& s, SelfConnection pair, result& ou
     std::fprintf(stderr, "error: %s on %s: %s\n", pair.where, s.address.c_str(), pair.error.message().c_str());
     co_return 1;
   }
-  std::vector<std::byte> target(s.size);
+  std::vector<std::byte> target(s.size * s.ways());
   using connection = smbdirect::connection<decltype(pair.client)>;
   connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
   co_return co_await run(s, client, server, target, out);
@@ -338,7 +365,7 @@ int measure(const settings& s, result& out) {
     status = e ? 1 : r;
     io.stop();
   };
-  std::vector<std::byte> target(s.size);
+  std::vector<std::byte> target(s.size * s.ways());
   using loopback_connection = smbdirect::connection<smbdirect::loopback::endpoint>;
   std::optional<loopback_connection> client, server;
   if (s.transport == "verbs") {
@@ -361,7 +388,7 @@ const char* baseline_name(const settings& s) { return s.transport == "loopback" 
 
 void print_header(const settings& s) {
   if (s.format == "csv") {
-    std::printf("transport,op,size_bytes,iterations,depth,max_send_size,seconds,mb_per_s,ops_per_s%s\n",
+    std::printf("transport,op,direction,size_bytes,iterations,depth,max_send_size,seconds,mb_per_s,ops_per_s%s\n",
                 s.baseline ? ",baseline,baseline_seconds,baseline_mb_per_s,ratio" : "");
   } else if (s.format == "json") {
     std::printf("[");
@@ -369,29 +396,32 @@ void print_header(const settings& s) {
 }
 
 void print_result(const settings& s, const result& r, bool first) {
-  const double mbps = r.bytes() / r.seconds / 1e6, ops = double(r.iterations) / r.seconds;
+  const double mbps = r.bytes() / r.seconds / 1e6, ops = double(r.iterations) * r.ways / r.seconds;
   const auto size = static_cast<unsigned long long>(r.size), iterations = static_cast<unsigned long long>(r.iterations),
              depth = static_cast<unsigned long long>(s.depth);
   if (s.format == "csv") {
-    std::printf("%s,%s,%llu,%llu,%llu,%u,%.6f,%.2f,%.0f", s.transport.c_str(), s.op.c_str(), size, iterations, depth,
+    std::printf("%s,%s,%s,%llu,%llu,%llu,%u,%.6f,%.2f,%.0f", s.transport.c_str(), s.op.c_str(), s.direction.c_str(), size,
+                iterations, depth,
                 r.max_send_size, r.seconds, mbps, ops);
     if (r.baseline_seconds)
       std::printf(",%s,%.6f,%.2f,%.3f", baseline_name(s), *r.baseline_seconds, r.bytes() / *r.baseline_seconds / 1e6,
                   *r.baseline_seconds / r.seconds);
     std::printf("\n");
   } else if (s.format == "json") {
-    std::printf("%s\n  {\"transport\": \"%s\", \"op\": \"%s\", \"size_bytes\": %llu, \"iterations\": %llu, "
-                "\"depth\": %llu, \"max_send_size\": %u, \"seconds\": %.6f, \"mb_per_s\": %.2f, \"ops_per_s\": %.0f",
-                first ? "" : ",", s.transport.c_str(), s.op.c_str(), size, iterations, depth, r.max_send_size, r.seconds,
-                mbps, ops);
+    std::printf("%s\n  {\"transport\": \"%s\", \"op\": \"%s\", \"direction\": \"%s\", \"size_bytes\": %llu, "
+                "\"iterations\": %llu, \"depth\": %llu, \"max_send_size\": %u, \"seconds\": %.6f, \"mb_per_s\": %.2f, "
+                "\"ops_per_s\": %.0f",
+                first ? "" : ",", s.transport.c_str(), s.op.c_str(), s.direction.c_str(), size, iterations, depth,
+                r.max_send_size, r.seconds, mbps, ops);
     if (r.baseline_seconds)
       std::printf(", \"baseline\": \"%s\", \"baseline_seconds\": %.6f, \"baseline_mb_per_s\": %.2f, \"ratio\": %.3f",
                   baseline_name(s), *r.baseline_seconds, r.bytes() / *r.baseline_seconds / 1e6,
                   *r.baseline_seconds / r.seconds);
     std::printf("}");
   } else {
-    std::printf("%-8s %-5s size %8llu B  iterations %7llu  depth %4llu  MaxSendSize %6u: %10.2f MB/s %10.0f ops/s",
-                s.transport.c_str(), s.op.c_str(), size, iterations, depth, r.max_send_size, mbps, ops);
+    std::printf("%-8s %-5s %-7s size %8llu B  iterations %7llu  depth %4llu  MaxSendSize %6u: %10.2f MB/s %10.0f ops/s",
+                s.transport.c_str(), s.op.c_str(), s.direction.c_str(), size, iterations, depth, r.max_send_size, mbps,
+                ops);
     if (r.baseline_seconds)
       std::printf("  | %s %10.2f MB/s, ratio %.2f", baseline_name(s), r.bytes() / *r.baseline_seconds / 1e6,
                   *r.baseline_seconds / r.seconds);
