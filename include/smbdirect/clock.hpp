@@ -5,9 +5,9 @@
 
 #include <chrono>
 #include <cstdint>
-#include <vector>
 #include <optional>
 #include <system_error>
+#include <vector>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/error.hpp>

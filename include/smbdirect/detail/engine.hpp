@@ -80,7 +80,6 @@ template <class Buffer>
 using buffer_list = small_vector<Buffer, max_send_sge>;
 using descriptor_list = small_vector<wire::buffer_descriptor_v1, 4>;
 
-/// Work requests posted by one upper-layer operation, awaited together.
 /// Wake-up events for pending operations, reused from one operation to the next: a new event
 /// (an Asio channel) allocates.
 class event_pool {
