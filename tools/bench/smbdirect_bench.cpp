@@ -187,11 +187,29 @@ asio::awaitable<std::error_code> rdma_worker(Connection& c, const settings& s, s
   co_return std::error_code{};
 }
 
-// `targets` holds the registered memory: the server's (first `size` bytes), then, for both
-// directions, the client's.
+/// RDMA ops: `targets` (`size` bytes per direction) registered for the peer's access, the
+/// server's memory first, then for both directions the client's. Registered once per
+/// connection and never revoked while it runs: over iWARP and TCP an RDMA Write completes
+/// before the target has placed it.
+template <class Connection>
+std::pair<std::error_code, std::vector<smbdirect::wire::buffer_descriptor_v1>> register_targets(
+    Connection& client, Connection& server, const settings& s, std::vector<std::byte>& targets) {
+  std::vector<smbdirect::wire::buffer_descriptor_v1> descriptors;
+  for (int way = 0; way < s.ways() && s.op != "send"; ++way) {
+    Connection& to = way == 0 ? server : client;
+    auto [ec, r] = to.register_buffer(asio::buffer(targets.data() + way * s.size, s.size),
+                                      smbdirect::access::remote_read_write);
+    if (ec) return {ec, {}};
+    descriptors.push_back(r.descriptor);
+  }
+  return {std::error_code{}, std::move(descriptors)};
+}
+
+/// Runs the senders (and receivers) or RDMA workers of every direction; `targets` are the
+/// descriptors from register_targets().
 template <class Connection>
 asio::awaitable<std::error_code> all_workers(Connection& client, Connection& server, const settings& s,
-                                             std::vector<std::byte>& targets) {
+                                             const std::vector<smbdirect::wire::buffer_descriptor_v1>& targets) {
   auto ex = co_await asio::this_coro::executor;
   std::vector<std::vector<std::byte>> buffers(s.depth * s.ways(), std::vector<std::byte>(s.size, std::byte{0x5a}));
   // Each worker is its own coroutine; count them down and keep the first error.
@@ -205,19 +223,12 @@ asio::awaitable<std::error_code> all_workers(Connection& client, Connection& ser
   for (int way = 0; way < s.ways(); ++way) {
     Connection& from = way == 0 ? client : server;
     Connection& to = way == 0 ? server : client;
-    smbdirect::registration reg;
-    if (s.op != "send") {
-      auto target = asio::buffer(targets.data() + way * s.size, s.size);
-      auto [ec, r] = to.register_buffer(target, smbdirect::access::remote_read_write);
-      if (ec) co_return ec;
-      reg = r;
-    }
     for (std::uint64_t w = 0; w < s.depth; ++w) {
       auto& buffer = buffers[way * s.depth + w];
       if (s.op == "send")
         asio::co_spawn(ex, sender(from, s, w, buffer), finish);
       else
-        asio::co_spawn(ex, rdma_worker(from, s, w, buffer, reg.descriptor), finish);
+        asio::co_spawn(ex, rdma_worker(from, s, w, buffer, targets[way]), finish);
     }
     if (s.op == "send") asio::co_spawn(ex, receiver(to, s), finish);
   }
@@ -298,8 +309,8 @@ asio::awaitable<double> plain_tcp(const settings& s) {
 }
 
 template <class Connection>
-// `target` is the server's registered memory. It outlives both connections: over iWARP and TCP
-// an RDMA Write completes before the target has placed it.
+// `target` is the memory register_targets() registers. It outlives both connections: over
+// iWARP and TCP an RDMA Write completes before the target has placed it.
 asio::awaitable<int> run(const settings& s, Connection& client, Connection& server, std::vector<std::byte>& target,
                          result& out) {
   auto [a, c] = co_await (negotiate(server, false) && negotiate(client, true));
@@ -311,9 +322,10 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
   // size, and their pages are touched, before the clock starts.
   settings warm = s;
   warm.iterations = std::min<std::uint64_t>(s.iterations, 4 * s.depth);
-  std::error_code ec = co_await all_workers(client, server, warm, target);
+  auto [ec, descriptors] = register_targets(client, server, s, target);
+  if (!ec) ec = co_await all_workers(client, server, warm, descriptors);
   const auto start = std::chrono::steady_clock::now();
-  if (!ec) ec = co_await all_workers(client, server, s, target);
+  if (!ec) ec = co_await all_workers(client, server, s, descriptors);
   out = {.size = s.size, .iterations = s.iterations, .ways = s.ways(), .max_send_size = client.negotiated().max_send_size,
          .seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
          .baseline_seconds = std::nullopt};
