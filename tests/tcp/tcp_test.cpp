@@ -113,6 +113,16 @@ TEST_CASE("CRC32c is used when either side asks, and only then") {
   }
 }
 
+TEST_CASE("write_batch 0 still writes: one FPDU of 100 bytes per gather write, messages and RDMA arrive whole") {
+  tcp_pair p;
+  tcp::options small;
+  small.write_batch = 0;  // raised to 1: one FPDU per write
+  small.read_buffer = 1;  // raised to one largest FPDU
+  small.max_ulpdu = 100;
+  connect_with(p, small, small);
+  check_traffic(p);
+}
+
 TEST_CASE("ORD is capped by the peer's IRD, and reads beyond it wait their turn") {
   tcp_pair p;
   tcp::options client, server;

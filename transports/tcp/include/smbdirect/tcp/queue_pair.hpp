@@ -83,7 +83,12 @@ struct options {
   /// Largest ULPDU (DDP segment) we send per FPDU: 64-65535. Received FPDUs may be any size.
   std::uint32_t max_ulpdu = 65535;
   /// Bytes the reader asks TCP for at once (at least one largest FPDU, 65544).
-  std::uint32_t read_buffer = 256 * 1024;
+  std::uint32_t read_buffer = 1024 * 1024;
+  /// Bytes of FPDUs the writer hands TCP in one gather write, at most; one FPDU goes out per
+  /// write at least. Measured on Linux loopback TCP with 1 MiB RDMA Writes: 512 KiB moves them at
+  /// the plain-socket rate, while 1 MiB or more halves it (each write outruns the peer's receive
+  /// window, and the kernel sends the rest later from its ACK path, out of cache).
+  std::uint32_t write_batch = 512 * 1024;
   /// Limit for the MPA Request/Reply exchange and the RTR.
   std::chrono::milliseconds handshake_timeout{10000};
   /// After disconnect(): how long to keep reading until the peer closes too, so TCP never
@@ -166,6 +171,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
         linger_(executor_) {
     options_.max_ulpdu = std::clamp<std::uint32_t>(options_.max_ulpdu, 64, mpa::max_ulpdu);
     options_.read_buffer = std::max<std::uint32_t>(options_.read_buffer, mpa::fpdu_size(mpa::max_ulpdu));
+    options_.write_batch = std::max<std::uint32_t>(options_.write_batch, 1);
     rng_.seed((std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}());
   }
 
@@ -394,7 +400,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   /// Frames FPDUs of queued messages into frames_/buffers_ until the batch is full.
   void frame_batch() {
     std::size_t bytes = 0;
-    while (frames_.size() < max_batch_frames && bytes < max_batch_bytes) {
+    while (frames_.size() < max_batch_frames && bytes < options_.write_batch) {
       auto* q = next_queue();
       if (!q) break;
       out_message& m = q->front();
@@ -697,7 +703,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   asio::steady_timer linger_;
   std::mt19937_64 rng_;
 
-  static constexpr std::size_t max_batch_frames = 64, max_batch_bytes = 4 << 20;
+  static constexpr std::size_t max_batch_frames = 64;
 
   std::error_code error_;
   std::error_code unreported_error_;  // error_ until a completion has carried it
