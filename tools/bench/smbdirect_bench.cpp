@@ -1,12 +1,13 @@
 // smbdirect_bench: throughput of SMB Direct sends, RDMA writes or RDMA reads, one way or both,
-// between two connections in one process, in the spirit of perftest's ib_send_bw / ib_write_bw.
+// between the two ends of a connection in one process, on one thread or two, in the spirit of
+// perftest's ib_send_bw / ib_write_bw.
 // Units: MB/s = 10^6 bytes per second (perftest's unit), so the numbers compare directly.
 //
 // usage: smbdirect_bench [--transport loopback|tcp|verbs] [--address IP] [--op send|write|read]
 //                        [--size BYTES | --sweep MIN:MAX] [--iterations N | --duration SECONDS]
 //                        [--depth N] [--max-send-size BYTES] [--max-receive-size BYTES]
-//                        [--credits N] [--direction one-way|both] [--baseline] [--no-crc]
-//                        [--format table|csv|json]
+//                        [--credits N] [--direction one-way|both] [--threads 1|2]
+//                        [--baseline] [--no-crc] [--format table|csv|json]
 //
 // --baseline then measures the limit of the same bytes in the same run and prints ours as a
 // ratio of it: loopback, memcpy of each message from the senders' buffers into one receive
@@ -20,9 +21,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <asio.hpp>
@@ -44,6 +47,7 @@ struct settings {
   std::uint64_t size = 65536, iterations = 1000, depth = 16;
   std::vector<std::uint64_t> sizes;  // --sweep (empty: just `size`)
   double duration = 0;               // seconds per size; 0: use `iterations`
+  int threads = 0;                   // 2: the server end on a second thread; 0: per transport
   bool baseline = false;
   bool crc = true;  // tcp: ask for MPA CRC32c
   smbdirect::parameters params;
@@ -80,6 +84,9 @@ void usage() {
       "  --credits N                 send credit target and receive credit max (default 255)\n"
       "  --direction one-way|both    client to server only, or both ways at once, each way with\n"
       "                              --depth in flight (default one-way); rates count both ways\n"
+      "  --threads 1|2               2: the server end runs on a second thread, as perftest's two\n"
+      "                              processes do (default 2 for verbs, else 1); the tcp baseline\n"
+      "                              then reads on the second thread too\n"
       "  --baseline                  also time the limit for the same bytes and print our rate as\n"
       "                              a ratio of it: loopback, memcpy of each message; tcp, a plain\n"
       "                              TCP socket moving messages of --size bytes\n"
@@ -125,6 +132,7 @@ bool parse(int argc, char** argv, settings& s) {
     else if (a == "--size" && number && n > 0 && n <= 0xffffffffu) s.size = n;
     else if (a == "--iterations" && number && n > 0) s.iterations = n;
     else if (a == "--depth" && number && n > 0 && n <= 4096) s.depth = n;
+    else if (a == "--threads" && number && (n == 1 || n == 2)) s.threads = static_cast<int>(n);
     else if (a == "--max-send-size" && number && n >= 128 && n <= 0xffffffffu) s.params.max_send_size = static_cast<std::uint32_t>(n);
     else if (a == "--max-receive-size" && number && n >= 128 && n <= 0xffffffffu) s.params.max_receive_size = static_cast<std::uint32_t>(n);
     else if (a == "--credits" && number && n > 0 && n <= 0xffff)
@@ -139,6 +147,7 @@ bool parse(int argc, char** argv, settings& s) {
   if (s.transport == "verbs" && s.address.empty()) return std::fprintf(stderr, "smbdirect_bench: verbs needs --address\n"), false;
   if (s.op != "send" && s.op != "write" && s.op != "read") return std::fprintf(stderr, "smbdirect_bench: unknown --op\n"), false;
   if (s.sizes.empty()) s.sizes.push_back(s.size);
+  if (s.threads == 0) s.threads = s.transport == "verbs" ? 2 : 1;
   s.params.keepalive_interval = smbdirect::milliseconds(0);
   return true;
 }
@@ -187,50 +196,72 @@ asio::awaitable<std::error_code> rdma_worker(Connection& c, const settings& s, s
   co_return std::error_code{};
 }
 
+/// Where the two ends run: the client on the calling coroutine's executor, the server on
+/// `server` (a second thread's with --threads 2). Each end is used only on its own executor.
+struct ends {
+  asio::any_io_executor client, server;
+  /// Stops the second thread and waits for it, so that the server end may then be destroyed
+  /// here; does nothing with one thread.
+  std::function<void()> stop_server = [] {};
+};
+
+/// Runs `a` on `ex` and returns its result to the calling coroutine's executor.
+template <class T>
+asio::awaitable<T> run_on(const asio::any_io_executor& ex, asio::awaitable<T> a) {
+  co_return co_await asio::co_spawn(ex, std::move(a), asio::use_awaitable);
+}
+
+template <class Connection>
+asio::awaitable<std::pair<std::error_code, smbdirect::registration>> register_target(Connection& c, asio::mutable_buffer b) {
+  co_return c.register_buffer(b, smbdirect::access::remote_read_write);
+}
+
 /// RDMA ops: `targets` (`size` bytes per direction) registered for the peer's access, the
 /// server's memory first, then for both directions the client's. Registered once per
 /// connection and never revoked while it runs: over iWARP and TCP an RDMA Write completes
 /// before the target has placed it.
 template <class Connection>
-std::pair<std::error_code, std::vector<smbdirect::wire::buffer_descriptor_v1>> register_targets(
-    Connection& client, Connection& server, const settings& s, std::vector<std::byte>& targets) {
+asio::awaitable<std::pair<std::error_code, std::vector<smbdirect::wire::buffer_descriptor_v1>>> register_targets(
+    Connection& client, Connection& server, ends on, const settings& s, std::vector<std::byte>& targets) {
   std::vector<smbdirect::wire::buffer_descriptor_v1> descriptors;
   for (int way = 0; way < s.ways() && s.op != "send"; ++way) {
-    Connection& to = way == 0 ? server : client;
-    auto [ec, r] = to.register_buffer(asio::buffer(targets.data() + way * s.size, s.size),
-                                      smbdirect::access::remote_read_write);
-    if (ec) return {ec, {}};
+    auto [ec, r] = co_await run_on(way == 0 ? on.server : on.client,
+                                   register_target(way == 0 ? server : client,
+                                                   asio::buffer(targets.data() + way * s.size, s.size)));
+    if (ec) co_return std::pair{ec, descriptors};
     descriptors.push_back(r.descriptor);
   }
-  return {std::error_code{}, std::move(descriptors)};
+  co_return std::pair{std::error_code{}, std::move(descriptors)};
 }
 
-/// Runs the senders (and receivers) or RDMA workers of every direction; `targets` are the
-/// descriptors from register_targets().
+/// Runs the senders (and receivers) or RDMA workers of every direction, each on its end's
+/// executor; `targets` are the descriptors from register_targets().
 template <class Connection>
-asio::awaitable<std::error_code> all_workers(Connection& client, Connection& server, const settings& s,
+asio::awaitable<std::error_code> all_workers(Connection& client, Connection& server, ends on, const settings& s,
                                              const std::vector<smbdirect::wire::buffer_descriptor_v1>& targets) {
   auto ex = co_await asio::this_coro::executor;
   std::vector<std::vector<std::byte>> buffers(s.depth * s.ways(), std::vector<std::byte>(s.size, std::byte{0x5a}));
-  // Each worker is its own coroutine; count them down and keep the first error.
+  // Each worker is its own coroutine; count them down (here, on this executor) and keep the
+  // first error.
   std::error_code first;
   std::uint64_t running = (s.depth + (s.op == "send" ? 1 : 0)) * s.ways();
   asio::steady_timer done(ex, asio::steady_timer::time_point::max());
-  auto finish = [&](std::exception_ptr, std::error_code ec) {
+  auto finish = asio::bind_executor(ex, [&](std::exception_ptr, std::error_code ec) {
     if (ec && !first) first = ec;
     if (--running == 0) done.cancel();
-  };
+  });
   for (int way = 0; way < s.ways(); ++way) {
     Connection& from = way == 0 ? client : server;
     Connection& to = way == 0 ? server : client;
+    const auto& from_ex = way == 0 ? on.client : on.server;
     for (std::uint64_t w = 0; w < s.depth; ++w) {
       auto& buffer = buffers[way * s.depth + w];
       if (s.op == "send")
-        asio::co_spawn(ex, sender(from, s, w, buffer), finish);
+        asio::co_spawn(from_ex, sender(from, s, w, buffer), finish);
       else
-        asio::co_spawn(ex, rdma_worker(from, s, w, buffer, targets[way]), finish);
+        asio::co_spawn(from_ex, rdma_worker(from, s, w, buffer, targets[way]), finish);
     }
-    if (s.op == "send") asio::co_spawn(ex, receiver(to, s), finish);
+    if (s.op == "send") asio::co_spawn(way == 0 ? on.server : on.client, receiver(to, s), finish);
   }
   co_await done.async_wait(use_tuple);
   co_return first;
@@ -286,34 +317,40 @@ double plain_memcpy(const settings& s) {
   return best;
 }
 
-/// Seconds the plain TCP transfer took, or a negative value on error.
-asio::awaitable<double> plain_tcp(const settings& s) {
-  auto ex = co_await asio::this_coro::executor;
-  asio::ip::tcp::acceptor acceptor(ex, {asio::ip::make_address(s.address), 0});
-  asio::ip::tcp::socket a(ex), b(ex);
+/// Seconds the plain TCP transfer took, or a negative value on error. Socket `a` is the
+/// client's, `b` (accepted) the server's, used on their ends' executors.
+asio::awaitable<double> plain_tcp(const settings& s, ends on) {
+  asio::ip::tcp::acceptor acceptor(on.client, {asio::ip::make_address(s.address), 0});
+  asio::ip::tcp::socket a(on.client);
   auto [ce] = co_await a.async_connect(acceptor.local_endpoint(), use_tuple);
-  auto [ae, accepted] = co_await acceptor.async_accept(use_tuple);
+  auto [ae, b] = co_await acceptor.async_accept(on.server, use_tuple);
   if (ce || ae) co_return -1;
-  b = std::move(accepted);
   a.set_option(asio::ip::tcp::no_delay(true));
   const auto start = std::chrono::steady_clock::now();
   if (s.ways() == 2) {  // both ways at once on the one full-duplex connection
-    auto [we, re, we2, re2] =
-        co_await (socket_writer(a, s) && socket_reader(b, s) && socket_writer(b, s) && socket_reader(a, s));
+    auto [we, re, we2, re2] = co_await (socket_writer(a, s) && run_on(on.server, socket_reader(b, s)) &&
+                                        run_on(on.server, socket_writer(b, s)) && socket_reader(a, s));
     if (we || re || we2 || re2) co_return -1;
   } else {
-    auto [we, re] = co_await (socket_writer(a, s) && socket_reader(b, s));
+    auto [we, re] = co_await (socket_writer(a, s) && run_on(on.server, socket_reader(b, s)));
     if (we || re) co_return -1;
   }
   co_return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+asio::awaitable<int> plain_tcp_into(const settings& s, ends on, double& seconds) {
+  seconds = co_await plain_tcp(s, on);
+  on.stop_server();  // before the sockets' executor goes
+  co_return 0;
+}
+
+/// Negotiates, warms up, then times the workers; fills `out`. `target` is the memory
+/// register_targets() registers. It outlives both connections: over iWARP and TCP an RDMA
+/// Write completes before the target has placed it.
 template <class Connection>
-// `target` is the memory register_targets() registers. It outlives both connections: over
-// iWARP and TCP an RDMA Write completes before the target has placed it.
-asio::awaitable<int> run(const settings& s, Connection& client, Connection& server, std::vector<std::byte>& target,
-                         result& out) {
-  auto [a, c] = co_await (negotiate(server, false) && negotiate(client, true));
+asio::awaitable<int> run(const settings& s, Connection& client, Connection& server, ends on,
+                         std::vector<std::byte>& target, result& out) {
+  auto [a, c] = co_await (run_on(on.server, negotiate(server, false)) && negotiate(client, true));
   if (a || c) {
     std::fprintf(stderr, "error: negotiate: client %s, server %s\n", c.message().c_str(), a.message().c_str());
     co_return 1;
@@ -322,10 +359,10 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
   // size, and their pages are touched, before the clock starts.
   settings warm = s;
   warm.iterations = std::min<std::uint64_t>(s.iterations, 4 * s.depth);
-  auto [ec, descriptors] = register_targets(client, server, s, target);
-  if (!ec) ec = co_await all_workers(client, server, warm, descriptors);
+  auto [ec, descriptors] = co_await register_targets(client, server, on, s, target);
+  if (!ec) ec = co_await all_workers(client, server, on, warm, descriptors);
   const auto start = std::chrono::steady_clock::now();
-  if (!ec) ec = co_await all_workers(client, server, s, descriptors);
+  if (!ec) ec = co_await all_workers(client, server, on, s, descriptors);
   out = {.size = s.size, .iterations = s.iterations, .ways = s.ways(), .max_send_size = client.negotiated().max_send_size,
          .seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
          .baseline_seconds = std::nullopt};
@@ -335,22 +372,12 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
     co_return 1;
   }
   co_await client.async_close(use_tuple);
-  if (s.baseline && s.transport == "loopback") {
-    out.baseline_seconds = plain_memcpy(s);
-  } else if (s.baseline) {
-    const double plain = co_await plain_tcp(s);
-    if (plain < 0) {
-      std::fprintf(stderr, "error: plain TCP baseline failed\n");
-      co_return 1;
-    }
-    out.baseline_seconds = plain;
-  }
   co_return 0;
 }
 
 // Both ends of one connection in this process (tcp::self_connection, verbs::self_connection).
 template <class SelfConnection>
-asio::awaitable<int> run_pair(const settings& s, SelfConnection pair, result& out) {
+asio::awaitable<int> run_pair(const settings& s, ends on, SelfConnection pair, result& out) {
   if (pair.error) {
     std::fprintf(stderr, "error: %s on %s: %s\n", pair.where, s.address.c_str(), pair.error.message().c_str());
     co_return 1;
@@ -358,45 +385,100 @@ asio::awaitable<int> run_pair(const settings& s, SelfConnection pair, result& ou
   std::vector<std::byte> target(s.size * s.ways());
   using connection = smbdirect::connection<decltype(pair.client)>;
   connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
-  co_return co_await run(s, client, server, target, out);
+  const int status = co_await run(s, client, server, on, target, out);
+  on.stop_server();  // before `server` is destroyed here
+  co_return status;
 }
 
-asio::awaitable<int> run_tcp(const settings& s, result& out) {
+asio::awaitable<int> run_tcp(const settings& s, ends on, result& out) {
   smbdirect::tcp::options o;
   o.crc = s.crc;
-  co_return co_await run_pair(s, co_await smbdirect::tcp::connect_to_self(co_await asio::this_coro::executor, s.address, 0, o),
-                              out);
+  co_return co_await run_pair(s, on, co_await smbdirect::tcp::connect_to_self(on.server, s.address, 0, o), out);
 }
 
-asio::awaitable<int> run_verbs(const settings& s, result& out) {
-  co_return co_await run_pair(s, co_await smbdirect::verbs::connect_to_self(co_await asio::this_coro::executor, s.address, 0,
-                                                                           smbdirect::verbs::options::for_parameters(s.params)),
-                              out);
+asio::awaitable<int> run_verbs(const settings& s, ends on, result& out) {
+  co_return co_await run_pair(
+      s, on,
+      co_await smbdirect::verbs::connect_to_self(on.server, s.address, 0, smbdirect::verbs::options::for_parameters(s.params)),
+      out);
 }
 
-/// One size on a new connection (a new io_context). Exit status 0 or 1.
-int measure(const settings& s, result& out) {
-  asio::io_context io;
+/// The second thread of --threads 2: runs `io` from start() until stop().
+class second_thread {
+ public:
+  explicit second_thread(asio::io_context& io) : io_(io) {}
+  second_thread(const second_thread&) = delete;
+  second_thread& operator=(const second_thread&) = delete;
+  ~second_thread() { stop(); }
+  void start() {
+    thread_ = std::thread([this] {
+      auto busy = asio::make_work_guard(io_);  // idle between requests from the main thread
+      io_.run();
+    });
+  }
+  void stop() {
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  asio::io_context& io_;
+  std::thread thread_;
+};
+
+/// Runs `main(ends)` on `io` on this thread and, with --threads 2, the server end's work on
+/// `server_io` on a second thread meanwhile. Both are done or abandoned when this returns.
+template <class Main>
+int run_threads(const settings& s, asio::io_context& io, asio::io_context& server_io, Main main) {
+  second_thread second(server_io);
+  ends on{io.get_executor(), io.get_executor()};
+  if (s.threads == 2) {
+    on.server = server_io.get_executor();
+    on.stop_server = [&second] { second.stop(); };
+    second.start();
+  }
   int status = 1;
-  auto finish = [&](std::exception_ptr e, int r) {
+  asio::co_spawn(io, main(on), [&](std::exception_ptr e, int r) {
     status = e ? 1 : r;
     io.stop();
-  };
+  });
+  io.run();
+  return status;
+}
+
+/// One size on a new connection (new io_contexts). Exit status 0 or 1.
+int measure(const settings& s, result& out) {
+  asio::io_context io, server_io;
   std::vector<std::byte> target(s.size * s.ways());
   using loopback_connection = smbdirect::connection<smbdirect::loopback::endpoint>;
   std::optional<loopback_connection> client, server;
+  int status = 1;
   if (s.transport == "verbs") {
-    asio::co_spawn(io, run_verbs(s, out), finish);
+    status = run_threads(s, io, server_io, [&](ends on) { return run_verbs(s, on, out); });
   } else if (s.transport == "tcp") {
-    asio::co_spawn(io, run_tcp(s, out), finish);
+    status = run_threads(s, io, server_io, [&](ends on) { return run_tcp(s, on, out); });
   } else {
-    auto [a, b] = smbdirect::loopback::make_pair(io.get_executor(), io.get_executor());
-    client.emplace(std::move(a), s.params);
-    server.emplace(std::move(b), s.params);
-    asio::co_spawn(io, run(s, *client, *server, target, out), finish);
+    status = run_threads(s, io, server_io, [&](ends on) {
+      auto [a, b] = smbdirect::loopback::make_pair(on.client, on.server);
+      client.emplace(std::move(a), s.params);
+      server.emplace(std::move(b), s.params);
+      return run(s, *client, *server, on, target, out);
+    });
   }
-  io.run();
-  return status;
+  if (status != 0 || !s.baseline) return status;
+  if (s.transport == "loopback") {
+    out.baseline_seconds = plain_memcpy(s);
+    return 0;
+  }
+  asio::io_context base_io, base_server_io;
+  double plain = -1;
+  run_threads(s, base_io, base_server_io, [&](ends on) { return plain_tcp_into(s, on, plain); });
+  if (plain < 0) {
+    std::fprintf(stderr, "error: plain TCP baseline failed\n");
+    return 1;
+  }
+  out.baseline_seconds = plain;
+  return 0;
 }
 
 // ------------------------------------------------------------------------------ output

@@ -289,11 +289,14 @@ class listener {
 /// Both ends of one connection, in this process (self-tests, benchmarks).
 using self_connection = smbdirect::self_connection<queue_pair>;
 
-/// Listens on `address` and `port` (0: 5445), connects to it and accepts. Errors: as
-/// listener::open, connect() and listener::accept().
-inline asio::awaitable<self_connection> connect_to_self(asio::any_io_executor ex, std::string address,
+/// Listens on `address` and `port` (0: 5445), connects to it and accepts. The accepted end
+/// (`server`) runs on `server_ex`, which may be another thread's; the connecting end (`client`)
+/// on the calling coroutine's executor. Errors: as listener::open, connect() and
+/// listener::accept().
+inline asio::awaitable<self_connection> connect_to_self(asio::any_io_executor server_ex, std::string address,
                                                         std::uint16_t port = 0, options o = {}) {
-  return smbdirect::detail::connect_to_self<queue_pair, listener>(std::move(ex), std::move(address), port, o, &connect);
+  return smbdirect::detail::connect_to_self<queue_pair, listener>(std::move(server_ex), std::move(address), port, o,
+                                                                  &connect);
 }
 
 }  // namespace smbdirect::tcp

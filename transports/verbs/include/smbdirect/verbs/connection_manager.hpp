@@ -377,19 +377,21 @@ class listener {
 using self_connection = smbdirect::self_connection<queue_pair>;
 
 /// Listens on `address` and `port` (0: SMB Direct's port for the device), connects to it and
-/// accepts, at once. Errors: as listener::open, connect() and listener::accept().
-inline asio::awaitable<self_connection> connect_to_self(asio::any_io_executor ex, std::string address,
+/// accepts, at once. The accepted end (`server`) runs on `server_ex`, which may be another
+/// thread's; the connecting end (`client`) on the calling coroutine's executor. Errors: as
+/// listener::open, connect() and listener::accept().
+inline asio::awaitable<self_connection> connect_to_self(asio::any_io_executor server_ex, std::string address,
                                                         std::uint16_t port, options o) {
   using connect_with_options = asio::awaitable<std::pair<std::error_code, queue_pair>> (*)(
       asio::any_io_executor, std::string, std::uint16_t, options);
-  return smbdirect::detail::connect_to_self<queue_pair, listener>(std::move(ex), std::move(address), port, o,
+  return smbdirect::detail::connect_to_self<queue_pair, listener>(std::move(server_ex), std::move(address), port, o,
                                                                   static_cast<connect_with_options>(&connect));
 }
 
 /// connect_to_self() with default options (see connect() for why this is not a default argument).
-inline asio::awaitable<self_connection> connect_to_self(asio::any_io_executor ex, std::string address,
+inline asio::awaitable<self_connection> connect_to_self(asio::any_io_executor server_ex, std::string address,
                                                         std::uint16_t port) {
-  return connect_to_self(std::move(ex), std::move(address), port, options{});
+  return connect_to_self(std::move(server_ex), std::move(address), port, options{});
 }
 
 }  // namespace smbdirect::verbs
