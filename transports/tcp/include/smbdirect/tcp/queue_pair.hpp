@@ -82,7 +82,8 @@ struct options {
   std::uint16_t ord = 32;
   /// Largest ULPDU (DDP segment) we send per FPDU: 64-65535. Received FPDUs may be any size.
   std::uint32_t max_ulpdu = 65535;
-  /// Bytes the reader asks TCP for at once (at least one largest FPDU, 65544).
+  /// Bytes the reader asks TCP for at once (at least one largest FPDU, 65544); the connection
+  /// holds a buffer this size. Keep it about twice the peer's write_batch (docs/performance.md).
   std::uint32_t read_buffer = 1024 * 1024;
   /// Bytes of FPDUs the writer hands TCP in one gather write, at most; one FPDU goes out per
   /// write at least. Measured on Linux loopback TCP with 1 MiB RDMA Writes: 512 KiB moves them at
