@@ -205,11 +205,7 @@ struct ends {
   std::function<void()> stop_server = [] {};
 };
 
-/// Runs `a` on `ex` and returns its result to the calling coroutine's executor.
-template <class T>
-asio::awaitable<T> run_on(const asio::any_io_executor& ex, asio::awaitable<T> a) {
-  co_return co_await asio::co_spawn(ex, std::move(a), asio::use_awaitable);
-}
+using smbdirect::detail::run_on;  // runs an awaitable on the other end's executor
 
 template <class Connection>
 asio::awaitable<std::pair<std::error_code, smbdirect::registration>> register_target(Connection& c, asio::mutable_buffer b) {
@@ -338,9 +334,9 @@ asio::awaitable<double> plain_tcp(const settings& s, ends on) {
   co_return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+/// plain_tcp() in the shape run_threads() runs.
 asio::awaitable<int> plain_tcp_into(const settings& s, ends on, double& seconds) {
   seconds = co_await plain_tcp(s, on);
-  on.stop_server();  // before the sockets' executor goes
   co_return 0;
 }
 
