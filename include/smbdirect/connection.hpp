@@ -96,13 +96,6 @@ buffer_list<Buffer> to_list(const Buffers& buffers) {
   return {asio::buffer_sequence_begin(buffers), asio::buffer_sequence_end(buffers)};
 }
 
-template <class Buffers, class Buffer>
-std::vector<Buffer> to_vector(const Buffers& buffers) {
-  std::vector<Buffer> v;
-  for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers); ++it) v.emplace_back(*it);
-  return v;
-}
-
 }  // namespace detail
 
 template <transport Transport>

@@ -85,17 +85,18 @@ class stream {
 
   template <class MutableBufferSequence, class Token>
   auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
-    // The buffer list is built inside launch(), which turns a failed allocation into
-    // out_of_memory: Asio's composed operations call this from a noexcept initiation.
+    // The buffer list (inline up to 8 buffers, so no allocation per read) is built inside
+    // launch(), which turns a failed allocation into out_of_memory: Asio's composed operations
+    // call this from a noexcept initiation.
     return detail::launch(state_, std::forward<Token>(token), [buffers](state& s) {
-      return s.read_some(detail::to_vector<MutableBufferSequence, asio::mutable_buffer>(buffers));
+      return s.read_some(detail::to_list<MutableBufferSequence, asio::mutable_buffer>(buffers));
     });
   }
 
   template <class ConstBufferSequence, class Token>
   auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
     return detail::launch(state_, std::forward<Token>(token), [buffers](state& s) {
-      return s.write_some(detail::to_vector<ConstBufferSequence, asio::const_buffer>(buffers));
+      return s.write_some(detail::to_list<ConstBufferSequence, asio::const_buffer>(buffers));
     });
   }
 
@@ -121,7 +122,7 @@ class stream {
   /// Walks a buffer sequence byte range by byte range.
   class cursor {
    public:
-    explicit cursor(const std::vector<asio::const_buffer>& pieces) : pieces_(pieces) {
+    explicit cursor(std::span<const asio::const_buffer> pieces) : pieces_(pieces) {
       for (const auto& p : pieces) left_ += p.size();
     }
     std::size_t remaining() const noexcept { return left_; }
@@ -158,7 +159,7 @@ class stream {
       offset_ += k;
       left_ -= k;
     }
-    const std::vector<asio::const_buffer>& pieces_;
+    std::span<const asio::const_buffer> pieces_;
     std::size_t index_ = 0, offset_ = 0, left_ = 0;
   };
 
@@ -173,7 +174,7 @@ class stream {
       if (link) link->abort(ec);
     }
 
-    asio::awaitable<result> write_some(std::vector<asio::const_buffer> pieces) {
+    asio::awaitable<result> write_some(detail::buffer_list<asio::const_buffer> pieces) {
       if (writing) co_return result{errc::operation_in_progress, 0};
       writing = true;
       const auto r = co_await write_messages(pieces);
@@ -181,7 +182,7 @@ class stream {
       co_return r;
     }
 
-    asio::awaitable<result> write_messages(const std::vector<asio::const_buffer>& pieces) {
+    asio::awaitable<result> write_messages(std::span<const asio::const_buffer> pieces) {
       if (auto ec = usable()) co_return result{ec, 0};
       cursor in(pieces);
       std::size_t consumed = 0;
@@ -245,7 +246,7 @@ class stream {
       co_return ec;
     }
 
-    asio::awaitable<result> read_some(std::vector<asio::mutable_buffer> pieces) {
+    asio::awaitable<result> read_some(detail::buffer_list<asio::mutable_buffer> pieces) {
       if (reading) co_return result{errc::operation_in_progress, 0};
       if (asio::buffer_size(pieces) == 0) co_return result{std::error_code{}, 0};
       reading = true;

@@ -18,6 +18,9 @@ class ring_queue {
   T& front() noexcept { return items_[head_]; }
   const T& front() const noexcept { return items_[head_]; }
   T& back() noexcept { return items_[wrap(head_ + size_ - 1)]; }
+  /// The item `i` places behind the front (0: the front).
+  T& operator[](std::size_t i) noexcept { return items_[wrap(head_ + i)]; }
+  const T& operator[](std::size_t i) const noexcept { return items_[wrap(head_ + i)]; }
 
   /// May throw std::bad_alloc when the queue grows; the queue is then unchanged.
   template <class... Args>
@@ -34,6 +37,15 @@ class ring_queue {
   void pop_front() noexcept {
     head_ = wrap(head_ + 1);
     --size_;
+  }
+
+  /// Removes the back item, as pop_front() does the front.
+  void pop_back() noexcept { --size_; }
+
+  /// Removes every item; the storage stays for later items.
+  void clear() noexcept {
+    head_ = 0;
+    size_ = 0;
   }
 
   void swap(ring_queue& o) noexcept {

@@ -35,7 +35,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <random>
@@ -58,6 +57,8 @@
 
 #include "smbdirect/detail/async_event.hpp"
 #include "smbdirect/detail/queue_pair_handle.hpp"
+#include "smbdirect/detail/ring_queue.hpp"
+#include "smbdirect/detail/small_vector.hpp"
 #include "smbdirect/error.hpp"
 #include "smbdirect/tcp/ddp_rdmap.hpp"
 #include "smbdirect/tcp/error.hpp"
@@ -119,12 +120,12 @@ struct region {
 struct out_message {
   wire::opcode op = wire::opcode::send;
   std::uint64_t sq_index = 0;  // its send queue entry (Send, RDMA Write, RDMA Read Request)
-  std::vector<asio::const_buffer> payload;
+  smbdirect::detail::small_vector<asio::const_buffer, max_send_sge> payload;  // inline: no allocation
   std::size_t total = 0;       // payload bytes
   std::size_t framed = 0;      // payload bytes already framed
   std::uint32_t stag = 0;      // write: remote STag; send: STag to invalidate; read response: sink STag
   std::uint32_t source = 0;    // read response: the STag of our region it sends from
-  std::vector<asio::mutable_buffer> sink;  // read request: where its response goes
+  smbdirect::detail::small_vector<asio::mutable_buffer, max_send_sge> sink;  // read request: where its response goes
   std::uint64_t offset = 0;    // tagged offset of the first payload byte
   std::array<std::byte, wire::read_request_size> body{};  // RDMA Read Request or Terminate Control
   std::size_t body_size = 0;
@@ -135,7 +136,7 @@ struct out_message {
 struct pending_read {
   std::uint64_t sq_index = 0;
   std::uint32_t sink_stag = 0;
-  std::vector<asio::mutable_buffer> sink;
+  smbdirect::detail::small_vector<asio::mutable_buffer, max_send_sge> sink;
   std::uint32_t size = 0;
   std::uint32_t placed = 0;
 };
@@ -216,7 +217,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     // RDMA Read Message Size is at most 2^31 (RFC 5040 4.4); a peer with IRD 0 takes no reads.
     if (size > 0x80000000u || settings_.ord == 0) return errc::invalid_argument;
     auto& m = enqueue(wire::opcode::read_request, wr_id, {});
-    m.sink.assign(local.begin(), local.end());
+    m.sink = {local.begin(), local.end()};
     // The sink STag only has to match the response, which comes back in request order: any
     // nonzero value does, and it names no region the peer could write to.
     while (m.stag == 0) m.stag = static_cast<std::uint32_t>(rng_());
@@ -306,7 +307,8 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   /// A region is gone (deregistered, or invalidated by the peer). An RDMA Read Response still
   /// sending from it cannot finish: the connection ends rather than read freed memory.
   void released(std::uint32_t token) {
-    const bool queued = std::any_of(responses_.begin(), responses_.end(), [&](const out_message& m) { return m.source == token; });
+    bool queued = false;
+    for (std::size_t i = 0; i < responses_.size(); ++i) queued = queued || responses_[i].source == token;
     if (queued || std::find(batch_sources_.begin(), batch_sources_.end(), token) != batch_sources_.end())
       fail(iwarp_errc::region_released_during_read, std::nullopt);
   }
@@ -320,7 +322,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     out_message& m = outbound_.emplace_back();
     m.op = op;
     m.sq_index = sq_post(wr_id, opcode_of(op));
-    m.payload.assign(payload.begin(), payload.end());
+    m.payload = {payload.begin(), payload.end()};
     m.total = asio::buffer_size(payload);
     writer_event_.notify();
     return m;
@@ -339,19 +341,15 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     if (error_) return;
     error_ = unreported_error_ = ec;
     // Receives first: the engine always has some, so the error is the first completion.
-    for (auto& [wr_id, buf] : receives_) complete({wr_id, work_opcode::receive, take_error()});
+    for (std::size_t i = 0; i < receives_.size(); ++i) complete({receives_[i].first, work_opcode::receive, take_error()});
     receives_.clear();
-    for (auto& r : reads_) sq_done(r.sq_index, take_error());
+    for (std::size_t i = 0; i < reads_.size(); ++i) sq_done(reads_[i].sq_index, take_error());
     reads_.clear();
-    // Messages not yet on the wire; one being framed completes when its write returns.
-    for (auto it = outbound_.begin(); it != outbound_.end();) {
-      if (it->started) {
-        ++it;
-        continue;
-      }
-      sq_done(it->sq_index, take_error());
-      it = outbound_.erase(it);
-    }
+    // Messages not yet on the wire; one being framed (only the front one can be: nothing comes
+    // between its FPDUs) completes when its write returns.
+    const std::size_t framing = !outbound_.empty() && outbound_.front().started ? 1 : 0;
+    for (std::size_t i = framing; i < outbound_.size(); ++i) sq_done(outbound_[i].sq_index, take_error());
+    while (outbound_.size() > framing) outbound_.pop_back();
     responses_.clear();
     regions_.clear();
     // A write in flight that sends from our regions stops now: the application may release
@@ -389,7 +387,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
 
   /// The next message to frame: a message already started, else a Terminate or RDMA Read
   /// Response, else the oldest posted work request (an RDMA Read Request only within ORD).
-  std::deque<out_message>* next_queue() {
+  smbdirect::detail::ring_queue<out_message>* next_queue() {
     if (error_) return responses_.empty() ? nullptr : &responses_;  // only a Terminate is left
     if (!outbound_.empty() && outbound_.front().started) return &outbound_;
     if (!responses_.empty()) return &responses_;
@@ -496,7 +494,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     }
     batch_sources_.clear();
     // A message cut short by the error: its work request ends now its bytes are written.
-    for (const auto& m : outbound_) sq_done(m.sq_index, take_error());
+    for (std::size_t i = 0; i < outbound_.size(); ++i) sq_done(outbound_[i].sq_index, take_error());
     outbound_.clear();
     std::error_code ignored;
     socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
@@ -621,7 +619,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   }
 
   /// Copies `data` into the scatter list `sink` starting `offset` bytes in.
-  static void place(const std::vector<asio::mutable_buffer>& sink, std::size_t offset, std::span<const std::byte> data) {
+  static void place(std::span<const asio::mutable_buffer> sink, std::size_t offset, std::span<const std::byte> data) {
     for (const auto& b : sink) {
       if (data.empty()) return;
       if (offset >= b.size()) {
@@ -687,7 +685,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     if (!r) return fail(e, wire::terminate_for_read(e));
     out_message& m = responses_.emplace_back();
     m.op = wire::opcode::read_response;
-    m.payload.emplace_back(r->base + (rr.source_tagged_offset - r->mr.address), rr.size);
+    m.payload.push_back(asio::const_buffer(r->base + (rr.source_tagged_offset - r->mr.address), rr.size));
     m.total = rr.size;
     m.stag = rr.sink_stag;
     m.source = rr.source_stag;
@@ -713,15 +711,16 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   bool cut_ = false;  // the batch being written must not be written further
   bool writer_done_ = false;  // our direction of TCP is shut down
   bool reader_done_ = false;  // the peer's direction ended
-  std::deque<work_completion> cq_;
-  std::deque<std::pair<std::uint64_t, std::span<std::byte>>> receives_;
-  std::deque<sq_entry> sq_;       // send queue work requests not yet reported, in posting order
+  // Queues on ring buffers, not std::deque: a deque allocates and frees blocks as items pass.
+  smbdirect::detail::ring_queue<work_completion> cq_;
+  smbdirect::detail::ring_queue<std::pair<std::uint64_t, std::span<std::byte>>> receives_;
+  smbdirect::detail::ring_queue<sq_entry> sq_;       // send queue work requests not yet reported, in posting order
   std::uint64_t sq_base_ = 0;     // index of sq_.front()
   std::unordered_map<std::uint32_t, region> regions_;
 
   // Outbound: posted work requests in order; Terminate and RDMA Read Responses go first.
-  std::deque<out_message> outbound_, responses_;
-  std::deque<pending_read> reads_;         // framed, awaiting their response (<= ORD)
+  smbdirect::detail::ring_queue<out_message> outbound_, responses_;
+  smbdirect::detail::ring_queue<pending_read> reads_;         // framed, awaiting their response (<= ORD)
   std::array<std::uint32_t, 3> out_msn_{1, 1, 1};
   std::vector<fpdu_frame> frames_;
   std::vector<asio::const_buffer> buffers_;
