@@ -28,7 +28,6 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <span>
@@ -52,6 +51,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "smbdirect/detail/queue_pair_handle.hpp"
+#include "smbdirect/detail/ring_queue.hpp"
 #include "smbdirect/error.hpp"
 #include "smbdirect/parameters.hpp"
 #include "smbdirect/transport.hpp"
@@ -732,8 +732,9 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   std::vector<receive_record> receives_;
   std::vector<sq_record> sq_;
   std::vector<std::uint32_t> sq_free_;
-  std::deque<std::uint32_t> backlog_;
-  std::deque<work_completion> synthetic_;
+  // Ring buffers, not std::deque, which allocates and frees blocks as items pass through.
+  smbdirect::detail::ring_queue<std::uint32_t> backlog_;
+  smbdirect::detail::ring_queue<work_completion> synthetic_;
   std::unordered_map<std::uint32_t, region> regions_;
   std::optional<std::uint32_t> preposted_;  // receive slot posted before rdma_accept, not yet claimed
   std::optional<ibv_wc> early_;             // its completion, if it came before the claim
