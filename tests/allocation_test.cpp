@@ -32,7 +32,11 @@ struct workload {
   std::size_t size = 100;   // bytes per message or RDMA operation
   operation op = operation::send;
   parameters params{};
-  // Operations before the count starts (see traffic), then counted.
+  // Operations before the count starts, then counted, all in one io_context::run() call, as
+  // an application runs its io_context: Asio's per-thread cache of recycled handler and
+  // coroutine-frame memory lives as long as the call, so it must not end between the two. The
+  // warm-up lets the queues, the pool of recycled message buffers and Asio's cache grow to the
+  // largest backlog the workload produces.
   std::size_t warm_up = 3000, measured = 1000;
 };
 
@@ -67,12 +71,6 @@ class tally {
   std::optional<std::uint64_t> at_mark_;
   bool failed_ = false;
 };
-
-// Warm-up, then measured operations, in one io_context::run() call, as an application runs
-// its io_context: Asio's per-thread cache of recycled handler and coroutine-frame memory lives
-// as long as the call, so it must not end between the two. The warm-up lets the queues, the
-// pool of recycled message buffers and Asio's cache grow to the largest backlog the workload
-// produces.
 
 // Keeps `depth` operations of `w` in flight from `client` (and, for messages, one receive on
 // `server`). All its own memory is set up before the first run, so that runs allocate only
@@ -192,18 +190,20 @@ double tcp_allocations_per_operation(workload w) {
 // Through smbdirect::stream: each message written as its Direct TCP transport header and body
 // (two buffers, one asio::async_write) and read whole with one asio::async_read.
 double stream_allocations_per_message(std::size_t size) {
-  connected_pair pair(prepared({}).params, prepared({}).params);
+  const workload w = prepared({});
+  connected_pair pair(w.params, w.params);
   REQUIRE(pair.negotiate() == std::pair{std::error_code{}, std::error_code{}});
   stream<loopback::endpoint> writer(std::move(*pair.client)), reader(std::move(*pair.server));
   const std::array header{std::byte{0}, static_cast<std::byte>(size >> 16), static_cast<std::byte>(size >> 8),
                           static_cast<std::byte>(size)};
-  bytes body(size, std::byte{0x5a}), in(header.size() + size);
-  const workload w;
+  const bytes body(size, std::byte{0x5a});
+  const std::array message{asio::buffer(header), asio::buffer(body)};  // two const_buffers
+  bytes in(header.size() + size);
   tally count(pair.d.io, w.warm_up, w.warm_up + w.measured);
   std::size_t written = 0;
   std::function<void()> write_next = [&] {
     if (written++ == w.warm_up + w.measured) return;
-    asio::async_write(writer, std::array<asio::const_buffer, 2>{asio::buffer(header), asio::buffer(body)}, [&](std::error_code ec, std::size_t) {
+    asio::async_write(writer, message, [&](std::error_code ec, std::size_t) {
       if (ec) count.finished(ec);
       if (!count.done()) write_next();
     });
