@@ -32,6 +32,7 @@ struct workload {
   std::size_t size = 100;   // bytes per message or RDMA operation
   operation op = operation::send;
   parameters params{};
+  bool in_place = false;  // receive into a received_message (params.lent_receive_buffers lends)
   // Operations before the count starts, then counted, all in one io_context::run() call, as
   // an application runs its io_context: Asio's per-thread cache of recycled handler and
   // coroutine-frame memory lives as long as the call, so it must not end between the two. The
@@ -115,10 +116,12 @@ class traffic {
   };
 
   void receive() {
-    server_.async_receive(message_, [this](std::error_code ec, std::size_t) {
+    auto next = [this](std::error_code ec, std::size_t) {
       tally_.finished(ec);
       if (!tally_.done()) receive();
-    });
+    };
+    if (w_.in_place) server_.async_receive(in_place_, next);
+    else server_.async_receive(message_, next);
   }
 
   Connection& client_;
@@ -128,6 +131,7 @@ class traffic {
   std::vector<bytes> sources_;
   std::vector<worker> workers_;
   bytes message_;  // its storage circulates through the engine's recycled message buffers
+  received_message in_place_;
   std::size_t started_ = 0;
   tally tally_;
 };
@@ -152,6 +156,7 @@ double measure(const char* transport, asio::io_context& io, Connection& client, 
   traffic<Connection> t(io, client, server, w, target);
   const auto per_operation = t.run();
   REQUIRE(per_operation);
+  if (w.in_place) CHECK(server.stats().messages_received_in_place >= w.measured);  // lent, not copied
   std::printf("%s: depth %zu, %zu bytes, %s, MaxSendSize %u: %.2f allocations per operation\n", transport, w.depth, w.size,
               name_of(w.op), client.negotiated().max_send_size, *per_operation);
   return *per_operation;
@@ -234,6 +239,13 @@ TEST_CASE("small messages, 16 in flight, allocate nothing") {
 
 TEST_CASE("a 1 MiB message of 783 fragments allocates nothing") {
   CHECK(allocations_per_operation({.depth = 4, .size = 1 << 20}) == 0);
+}
+
+TEST_CASE("messages received in place, in lent receive buffers, allocate nothing") {
+  parameters p;
+  p.lent_receive_buffers = 2 * 783;  // two 1 MiB messages of 1,340-byte fragments
+  CHECK(allocations_per_operation({.depth = 1, .size = 100, .params = p, .in_place = true}) == 0);
+  CHECK(allocations_per_operation({.depth = 4, .size = 1 << 20, .params = p, .in_place = true}) == 0);
 }
 
 TEST_CASE("messages that wait for credits allocate nothing") {

@@ -5,6 +5,7 @@
 
 #include <asio/buffer.hpp>
 
+#include "smbdirect/detail/inbound_message.hpp"
 #include "smbdirect/detail/ring_queue.hpp"
 #include "smbdirect/detail/small_vector.hpp"
 #include "smbdirect/protocol/reassembler.hpp"
@@ -58,40 +59,67 @@ TEST_CASE("small_vector holds the same items inline and past its inline capacity
   CHECK(list[1].data() == text + 2);
 }
 
-TEST_CASE("3.1.5.8: reassembly writes into recycled storage of the same size in place") {
-  protocol::reassembler r(1 << 20);
-  auto fragment = [](std::uint32_t remaining, std::vector<std::byte>& payload) {
-    wire::data_transfer_header h;
-    h.credits_requested = 1;
-    h.data_length = static_cast<std::uint32_t>(payload.size());
-    h.remaining_data_length = remaining;
-    h.data_offset = 24;
-    return h;
-  };
-  std::vector<std::byte> first(100, std::byte{1}), second(50, std::byte{2});
-  std::vector<std::byte> out;
-  bool complete = false;
-  REQUIRE_FALSE(r.on_fragment(fragment(50, first), first, out, complete));
-  CHECK_FALSE(complete);
-  REQUIRE_FALSE(r.on_fragment(fragment(0, second), second, out, complete));
-  REQUIRE(complete);
-  REQUIRE(out.size() == 150);
-  CHECK(out[99] == std::byte{1});
-  CHECK(out[100] == std::byte{2});
+namespace {
+wire::data_transfer_header fragment_header(std::uint32_t length, std::uint32_t remaining) {
+  wire::data_transfer_header h;
+  h.credits_requested = 1;
+  h.data_length = length;
+  h.remaining_data_length = remaining;
+  h.data_offset = 24;
+  return h;
+}
+}  // namespace
 
-  // The caller hands the storage back, as the engine does after async_receive: the next
-  // message of the same size lands in it, every byte overwritten, nothing reallocated.
-  std::vector<std::byte> recycled(150, std::byte{0xee});
-  const std::byte* storage = recycled.data();
-  std::vector<std::byte> third(150, std::byte{3});
-  REQUIRE_FALSE(r.on_fragment(fragment(0, third), third, recycled, complete));  // out's storage goes in
-  REQUIRE(complete);
-  CHECK(recycled == third);
-  std::vector<std::byte> fourth(150, std::byte{4});
-  REQUIRE_FALSE(r.on_fragment(fragment(0, fourth), fourth, out, complete));
-  REQUIRE(complete);
-  CHECK(out == fourth);
-  CHECK(out.data() == storage);  // the storage recycled above, reused in place
+TEST_CASE("3.1.5.8: the reassembler places each fragment after the previous ones") {
+  protocol::reassembler r(1 << 20);
+  protocol::fragment_place place;
+  REQUIRE_FALSE(r.on_fragment(fragment_header(100, 80), 100, place));
+  CHECK((place.payload && place.first && !place.last));
+  CHECK(place.offset == 0);
+  CHECK(place.message_size == 180);
+  REQUIRE_FALSE(r.on_fragment(fragment_header(0, 0), 0, place));  // credits only, mid-message
+  CHECK_FALSE(place.payload);
+  REQUIRE_FALSE(r.on_fragment(fragment_header(30, 50), 30, place));
+  CHECK((place.payload && !place.first && !place.last));
+  CHECK(place.offset == 100);
+  REQUIRE_FALSE(r.on_fragment(fragment_header(50, 0), 50, place));
+  CHECK((!place.first && place.last));
+  CHECK(place.offset == 130);
+  CHECK(place.message_size == 180);
+  REQUIRE_FALSE(r.on_fragment(fragment_header(7, 0), 7, place));  // the next message
+  CHECK((place.first && place.last && place.offset == 0 && place.message_size == 7));
+}
+
+TEST_CASE("inbound_message: a copied message is overwritten in place in recycled storage") {
+  detail::inbound_message m;
+  m.start(150, false);
+  const std::byte* storage = m.bytes.data();
+  std::vector<std::byte> a(100, std::byte{1}), b(50, std::byte{2});
+  m.copy_in(0, a);
+  m.copy_in(100, b);
+  CHECK(m.bytes[99] == std::byte{1});
+  CHECK(m.bytes[100] == std::byte{2});
+  m.start(150, false);  // the next message of the same size: same storage, nothing reallocated
+  CHECK(m.bytes.data() == storage);
+}
+
+TEST_CASE("inbound_message: a lent message keeps its pieces in order and can become a copy") {
+  detail::inbound_message m;
+  std::vector<std::byte> slot0(40, std::byte{7}), slot1(24, std::byte{9});
+  m.start(64, true);
+  m.lend(3, slot0);
+  m.lend(5, slot1);
+  REQUIRE(m.pieces.size() == 2);
+  CHECK(m.pieces[1].data() == slot1.data());
+  CHECK(m.slots == std::vector<std::uint16_t>{3, 5});
+  std::vector<std::uint16_t> returned;
+  m.copy_out_of_slots([&](std::uint16_t s) { returned.push_back(s); });
+  CHECK(returned == std::vector<std::uint16_t>{3, 5});
+  CHECK_FALSE(m.lent);
+  CHECK(m.pieces.empty());
+  REQUIRE(m.bytes.size() == 64);
+  CHECK(m.bytes[39] == std::byte{7});
+  CHECK(m.bytes[40] == std::byte{9});
 }
 
 TEST_CASE("3.1.5.8: a payload that is not DataLength bytes is refused") {
@@ -99,7 +127,6 @@ TEST_CASE("3.1.5.8: a payload that is not DataLength bytes is refused") {
   wire::data_transfer_header h;
   h.data_length = 10;
   h.data_offset = 24;
-  std::vector<std::byte> payload(9), out;
-  bool complete = false;
-  CHECK(r.on_fragment(h, payload, out, complete) == errc::data_out_of_bounds);
+  protocol::fragment_place place;
+  CHECK(r.on_fragment(h, 9, place) == errc::data_out_of_bounds);
 }

@@ -31,6 +31,7 @@
 #include "smbdirect/detail/engine.hpp"
 #include "smbdirect/error.hpp"
 #include "smbdirect/parameters.hpp"
+#include "smbdirect/received_message.hpp"
 #include "smbdirect/statistics.hpp"
 #include "smbdirect/transport.hpp"
 #include "smbdirect/wire/buffer_descriptor.hpp"
@@ -158,6 +159,17 @@ class connection {
   auto async_receive(std::vector<std::byte>& message, Token&& token) {
     return detail::launch(engine_, std::forward<Token>(token),
                                 [&message](engine_type& e) { return e.receive(message); });
+  }
+
+  /// Receives the next whole upper-layer message in place ([MS-SMBD] 3.1.5.8): with
+  /// parameters::lent_receive_buffers > 0 its bytes stay in the receive buffers they arrived
+  /// in (message.lent(); no copy) until message.release(), else (or when those buffers are
+  /// all in use) it arrives copied. `message` first releases what it held, and must outlive
+  /// the operation. Errors as the vector overload.
+  template <class Token>
+  auto async_receive(received_message& message, Token&& token) {
+    return detail::launch(engine_, std::forward<Token>(token),
+                          [&message](engine_type& e) { return e.receive(message); });
   }
 
   /// Registers `buffer` for the peer's RDMA access with exactly `rights` ([MS-SMBD] 3.1.4.3).

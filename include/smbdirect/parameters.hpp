@@ -42,6 +42,15 @@ struct parameters {
   /// work request, and descriptors usually come from the peer (an SMB2 channel info holds up
   /// to 4095), so this bounds the work one request can make us queue. > 0.
   std::uint32_t max_rdma_descriptors = 256;
+  /// Extra receive buffers (MaxReceiveSize bytes each) that received messages may keep, so
+  /// that connection::async_receive(received_message&) hands over the bytes where they
+  /// arrived instead of copying them. Messages keep buffers while being reassembled, queued
+  /// and held by the user; one that would need more than are left is copied instead. They
+  /// come on top of the receive_credit_max + 1 posted ones, so lending never withholds a
+  /// credit. 0 (default): every message is copied on arrival. For messages of up to M bytes,
+  /// 2 * ceil(M / (MaxReceiveSize - 24)) lets one be held while the next arrives.
+  /// receive_credit_max + 1 + this <= 65536.
+  std::uint32_t lent_receive_buffers = 0;
 };
 
 /// Smallest MaxReceiveSize a peer may offer. [MS-SMBD] 3.1.5.6

@@ -6,6 +6,7 @@
 #include "smbdirect/connection.hpp"
 #include "smbdirect/error.hpp"
 #include "smbdirect/parameters.hpp"
+#include "smbdirect/received_message.hpp"
 #include "smbdirect/statistics.hpp"
 #include "smbdirect/stream.hpp"
 #include "smbdirect/transport.hpp"

@@ -7,6 +7,7 @@
 //                        [--size BYTES | --sweep MIN:MAX] [--iterations N | --duration SECONDS]
 //                        [--depth N] [--max-send-size BYTES] [--max-receive-size BYTES]
 //                        [--credits N] [--direction one-way|both] [--threads 1|2]
+//                        [--receive copy|in-place] [--lent-buffers N]
 //                        [--baseline] [--no-crc] [--format table|csv|json]
 //
 // --baseline then measures the limit of the same bytes in the same run and prints ours as a
@@ -44,6 +45,8 @@ constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 
 struct settings {
   std::string transport = "loopback", address, op = "send", format = "table", direction = "one-way";
+  std::string receive = "copy";                 // or "in-place": received_message, lent buffers
+  std::optional<std::uint64_t> lent_buffers;    // --lent-buffers; else chosen per size
   std::uint64_t size = 65536, iterations = 1000, depth = 16;
   std::vector<std::uint64_t> sizes;  // --sweep (empty: just `size`)
   double duration = 0;               // seconds per size; 0: use `iterations`
@@ -61,6 +64,7 @@ struct result {
   std::uint32_t max_send_size = 0;          // negotiated
   double seconds = 0;
   std::optional<double> baseline_seconds;
+  std::uint64_t in_place = 0;  // of the timed messages, those received in lent buffers
   double bytes() const { return double(size) * double(iterations) * ways; }
 };
 
@@ -87,6 +91,11 @@ void usage() {
       "  --threads 1|2               2: the server end runs on a second thread, as perftest's two\n"
       "                              processes do (default 2 for verbs, else 1); the tcp baseline\n"
       "                              then reads on the second thread too\n"
+      "  --receive copy|in-place     send: receive each message into a vector (copied), or in place\n"
+      "                              with a received_message (its receive buffers lent, no copy)\n"
+      "                              (default copy)\n"
+      "  --lent-buffers N            in-place: parameters::lent_receive_buffers (default: enough\n"
+      "                              for two messages of --size bytes)\n"
       "  --baseline                  also time the limit for the same bytes and print our rate as\n"
       "                              a ratio of it: loopback, memcpy of each message; tcp, a plain\n"
       "                              TCP socket moving messages of --size bytes\n"
@@ -128,6 +137,8 @@ bool parse(int argc, char** argv, settings& s) {
       s.format = v;
     else if (a == "--address") s.address = v;
     else if (a == "--op") s.op = v;
+    else if (a == "--receive" && (std::string_view(v) == "copy" || std::string_view(v) == "in-place")) s.receive = v;
+    else if (a == "--lent-buffers" && number && n <= 65535) s.lent_buffers = n;
     else if (a == "--direction" && (std::string_view(v) == "one-way" || std::string_view(v) == "both")) s.direction = v;
     else if (a == "--size" && number && n > 0 && n <= 0xffffffffu) s.size = n;
     else if (a == "--iterations" && number && n > 0) s.iterations = n;
@@ -157,6 +168,13 @@ settings for_size(settings s, std::uint64_t size) {
   s.size = size;
   s.params.max_fragmented_size = std::max<std::uint32_t>(s.params.max_fragmented_size, static_cast<std::uint32_t>(size));
   s.params.max_read_write_size = std::max<std::uint32_t>(s.params.max_read_write_size, static_cast<std::uint32_t>(size));
+  if (s.receive == "in-place") {
+    // Two messages: one the receiver holds, the next arriving. Fragments carry up to
+    // MaxSendSize - 24 bytes (both sides offer the same sizes).
+    const std::uint64_t per_fragment = std::min(s.params.max_send_size, s.params.max_receive_size) - 24;
+    const std::uint64_t wanted = s.lent_buffers.value_or(2 * ((size + per_fragment - 1) / per_fragment));
+    s.params.lent_receive_buffers = static_cast<std::uint32_t>(std::min<std::uint64_t>(wanted, 65535 - s.params.receive_credit_max));
+  }
   return s;
 }
 
@@ -169,9 +187,10 @@ asio::awaitable<std::error_code> sender(Connection& c, const settings& s, std::u
   co_return std::error_code{};
 }
 
-template <class Connection>
+/// Receives every message, into `Message`: a std::vector<std::byte> or a received_message.
+template <class Message, class Connection>
 asio::awaitable<std::error_code> receiver(Connection& c, const settings& s) {
-  std::vector<std::byte> m;
+  Message m;
   for (std::uint64_t i = 0; i < s.iterations; ++i) {
     auto [ec, n] = co_await c.async_receive(m, use_tuple);
     if (ec) co_return ec;
@@ -258,7 +277,10 @@ asio::awaitable<std::error_code> all_workers(Connection& client, Connection& ser
       else
         asio::co_spawn(from_ex, rdma_worker(from, s, w, buffer, targets[way]), finish);
     }
-    if (s.op == "send") asio::co_spawn(way == 0 ? on.server : on.client, receiver(to, s), finish);
+    if (s.op != "send") continue;
+    const auto& to_ex = way == 0 ? on.server : on.client;
+    if (s.receive == "in-place") asio::co_spawn(to_ex, receiver<smbdirect::received_message>(to, s), finish);
+    else asio::co_spawn(to_ex, receiver<std::vector<std::byte>>(to, s), finish);
   }
   co_await done.async_wait(use_tuple);
   co_return first;
@@ -360,11 +382,13 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
   std::vector<std::vector<std::byte>> buffers(s.depth * s.ways(), std::vector<std::byte>(s.size, std::byte{0x5a}));
   auto [ec, descriptors] = co_await register_targets(client, server, on, s, target);
   if (!ec) ec = co_await all_workers(client, server, on, warm, descriptors, buffers);
+  const auto in_place_before = client.stats().messages_received_in_place + server.stats().messages_received_in_place;
   const auto start = std::chrono::steady_clock::now();
   if (!ec) ec = co_await all_workers(client, server, on, s, descriptors, buffers);
   out = {.size = s.size, .iterations = s.iterations, .ways = s.ways(), .max_send_size = client.negotiated().max_send_size,
          .seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-         .baseline_seconds = std::nullopt};
+         .baseline_seconds = std::nullopt,
+         .in_place = client.stats().messages_received_in_place + server.stats().messages_received_in_place - in_place_before};
   if (ec) {
     std::fprintf(stderr, "error: %s of %llu bytes: %s\n", s.op.c_str(), static_cast<unsigned long long>(s.size),
                  ec.message().c_str());
@@ -486,7 +510,8 @@ const char* baseline_name(const settings& s) { return s.transport == "loopback" 
 
 void print_header(const settings& s) {
   if (s.format == "csv") {
-    std::printf("transport,op,direction,size_bytes,iterations,depth,max_send_size,seconds,mb_per_s,ops_per_s%s\n",
+    std::printf("transport,op,direction,size_bytes,iterations,depth,max_send_size,seconds,mb_per_s,ops_per_s%s,receive,"
+                "in_place_messages\n",
                 s.baseline ? ",baseline,baseline_seconds,baseline_mb_per_s,ratio" : "");
   } else if (s.format == "json") {
     std::printf("[");
@@ -504,7 +529,7 @@ void print_result(const settings& s, const result& r, bool first) {
     if (r.baseline_seconds)
       std::printf(",%s,%.6f,%.2f,%.3f", baseline_name(s), *r.baseline_seconds, r.bytes() / *r.baseline_seconds / 1e6,
                   *r.baseline_seconds / r.seconds);
-    std::printf("\n");
+    std::printf(",%s,%llu\n", s.receive.c_str(), static_cast<unsigned long long>(r.in_place));
   } else if (s.format == "json") {
     std::printf("%s\n  {\"transport\": \"%s\", \"op\": \"%s\", \"direction\": \"%s\", \"size_bytes\": %llu, "
                 "\"iterations\": %llu, \"depth\": %llu, \"max_send_size\": %u, \"seconds\": %.6f, \"mb_per_s\": %.2f, "
@@ -515,7 +540,8 @@ void print_result(const settings& s, const result& r, bool first) {
       std::printf(", \"baseline\": \"%s\", \"baseline_seconds\": %.6f, \"baseline_mb_per_s\": %.2f, \"ratio\": %.3f",
                   baseline_name(s), *r.baseline_seconds, r.bytes() / *r.baseline_seconds / 1e6,
                   *r.baseline_seconds / r.seconds);
-    std::printf("}");
+    std::printf(", \"receive\": \"%s\", \"in_place_messages\": %llu}", s.receive.c_str(),
+                static_cast<unsigned long long>(r.in_place));
   } else {
     std::printf("%-8s %-5s %-7s size %8llu B  iterations %7llu  depth %4llu  MaxSendSize %6u: %10.2f MB/s %10.0f ops/s",
                 s.transport.c_str(), s.op.c_str(), s.direction.c_str(), size, iterations, depth, r.max_send_size, mbps,
@@ -523,6 +549,8 @@ void print_result(const settings& s, const result& r, bool first) {
     if (r.baseline_seconds)
       std::printf("  | %s %10.2f MB/s, ratio %.2f", baseline_name(s), r.bytes() / *r.baseline_seconds / 1e6,
                   *r.baseline_seconds / r.seconds);
+    if (s.receive == "in-place" && s.op == "send")
+      std::printf("  | in place %.0f%%", 100.0 * double(r.in_place) / (double(r.iterations) * r.ways));
     std::printf("\n");
   }
   std::fflush(stdout);

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <new>
@@ -31,6 +32,7 @@
 
 #include "smbdirect/clock.hpp"
 #include "smbdirect/detail/async_event.hpp"
+#include "smbdirect/detail/inbound_message.hpp"
 #include "smbdirect/detail/ring_queue.hpp"
 #include "smbdirect/detail/small_vector.hpp"
 #include "smbdirect/error.hpp"
@@ -40,6 +42,7 @@
 #include "smbdirect/protocol/keepalive.hpp"
 #include "smbdirect/protocol/negotiation.hpp"
 #include "smbdirect/protocol/reassembler.hpp"
+#include "smbdirect/received_message.hpp"
 #include "smbdirect/statistics.hpp"
 #include "smbdirect/transport.hpp"
 #include "smbdirect/wire/buffer_descriptor.hpp"
@@ -122,7 +125,7 @@ struct pending_op {
 };
 
 template <class Transport>
-class engine : public std::enable_shared_from_this<engine<Transport>> {
+class engine : public std::enable_shared_from_this<engine<Transport>>, public receive_lender {
  public:
   enum class phase { idle, negotiating, connected, closed };
 
@@ -200,29 +203,42 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
 
   // ---------------------------------------------------------------- receive
 
-  /// Delivers the next reassembled message into `out` (its old storage is recycled).
-  /// Messages that arrived before a termination are still delivered, then the error.
-  asio::awaitable<std::pair<std::error_code, std::size_t>> receive(std::vector<std::byte>& out) {
+  /// Delivers the next reassembled message into `out`: a std::vector<std::byte> (its old
+  /// storage is recycled; a lent message is copied into it) or a received_message (a lent
+  /// message stays in its receive buffers). Messages that arrived before a termination are
+  /// still delivered, then the error.
+  template <class Out>
+  asio::awaitable<std::pair<std::error_code, std::size_t>> receive(Out& out) {
     if (phase_ == phase::idle || phase_ == phase::negotiating) co_return fail(errc::not_connected);
     if (receiving_) co_return fail(errc::operation_in_progress);
     receiving_ = true;
     while (ready_.empty() && !terminal_) co_await receive_event_.wait();
     receiving_ = false;
     if (ready_.empty()) co_return fail(terminal_);
-    out.swap(ready_.front());
-    std::vector<std::byte> old = std::move(ready_.front());
+    inbound_message& m = ready_.front();
+    const std::size_t size = m.size;
+    deliver(m, out);
+    inbound_message old = std::move(m);
     ready_.pop_front();
-    ready_bytes_ -= out.size();
+    ready_bytes_ -= size;
     if (phase_ == phase::connected && !terminal_) {  // room again: repost what was held back
       replenish_receives(false);
       if (ledger_.grant_due()) control_event_.notify();
     }
-    try {  // its size stays: the reassembler overwrites those bytes without zero-filling them first
+    try {
       spare_.push_back(std::move(old));  // a cache of storage: losing it costs nothing
     } catch (const std::bad_alloc&) {
     }
-    co_return std::pair{std::error_code{}, out.size()};
+    co_return std::pair{std::error_code{}, size};
   }
+
+  /// received_message::release(): the receive buffers of a lent message come back.
+  void give_back(std::span<const std::uint16_t> slots) noexcept override {
+    for (auto s : slots) free_receive_slots_.push_back(s);  // within capacity: every slot fits
+    lent_slots_ -= slots.size();
+  }
+
+  // ---------------------------------------------------------------- memory and RDMA
 
   // ---------------------------------------------------------------- memory and RDMA
 
@@ -362,10 +378,47 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     }
   }
 
+  /// Hands `m` to the user as a vector: a copied message by swapping storage (the user's old
+  /// vector goes back to `m`, to be recycled), a lent one by copying its pieces.
+  void deliver(inbound_message& m, std::vector<std::byte>& out) {
+    if (!m.lent) {
+      out.swap(m.bytes);
+      return;
+    }
+    out.resize(m.size);  // may throw std::bad_alloc: the connection then ends with out_of_memory
+    std::size_t at = 0;
+    for (const auto& p : m.pieces) {
+      std::memcpy(out.data() + at, p.data(), p.size());
+      at += p.size();
+    }
+    give_back(m.slots);
+    m.slots.clear();
+    m.pieces.clear();
+  }
+
+  /// Hands `m` to the user in place: a lent message's pieces and slots, or a copied message's
+  /// bytes as one piece. Storage is swapped, never allocated, once `out` has been used.
+  void deliver(inbound_message& m, received_message& out) {
+    out.release();
+    if (!m.lent && out.pieces_.capacity() == 0) out.pieces_.reserve(1);  // may throw, before any change
+    out.size_ = m.size;
+    if (m.lent) {
+      out.pieces_.swap(m.pieces);
+      out.slots_.swap(m.slots);
+      out.lender_ = this->shared_from_this();
+      ++stats_.messages_received_in_place;
+      return;
+    }
+    out.bytes_.swap(m.bytes);
+    out.pieces_.emplace_back(out.bytes_.data(), m.size);
+  }
+
   void allocate_buffers() {
     receive_slot_size_ = std::max(params_.max_receive_size, negotiate_receive_size);
-    // ReceiveCreditMax plus the one 3.1.5.9 may oblige us to post (credit_ledger::posted_limit).
-    const std::size_t receive_slots = std::size_t{params_.receive_credit_max} + 1;
+    // ReceiveCreditMax plus the one 3.1.5.9 may oblige us to post (credit_ledger::posted_limit),
+    // plus those messages may keep (lent_slots_ never exceeds them, so lending never costs
+    // the peer a credit).
+    const std::size_t receive_slots = std::size_t{params_.receive_credit_max} + 1 + params_.lent_receive_buffers;
     receive_buffers_.resize(std::size_t{receive_slot_size_} * receive_slots);
     for (std::size_t i = receive_slots; i-- > 0;) free_receive_slots_.push_back(static_cast<std::uint16_t>(i));
     // Outstanding sends: the credit target plus the grants/keepalives that may trail them.
@@ -648,15 +701,12 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
 
   void on_receive_completion(const work_completion& wc) {
     const auto slot = static_cast<std::uint16_t>(value_of(wc.wr_id));
+    const auto bytes = std::span<const std::byte>(receive_buffers_).subspan(std::size_t{slot} * receive_slot_size_, wc.byte_len);
+    if (!wc.status && !terminal_ && phase_ == phase::connected) return on_data_transfer(slot, bytes);
     free_receive_slots_.push_back(slot);
     if (wc.status) return on_work_error(wc.status);
     if (terminal_) return;
-    const auto bytes = std::span<const std::byte>(receive_buffers_).subspan(std::size_t{slot} * receive_slot_size_, wc.byte_len);
-    if (phase_ == phase::negotiating) {
-      role_ == role::passive ? on_negotiate_request(bytes) : on_negotiate_response(bytes);
-      return;
-    }
-    on_data_transfer(bytes);
+    if (phase_ == phase::negotiating) role_ == role::passive ? on_negotiate_request(bytes) : on_negotiate_response(bytes);
   }
 
   /// [MS-SMBD] 3.1.5.6 and 3.1.5.3.
@@ -708,9 +758,18 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     timer_.cancel();  // from the negotiation timer to the idle timer
   }
 
-  /// [MS-SMBD] 3.1.5.5 and 3.1.5.8.
-  void on_data_transfer(std::span<const std::byte> bytes) {
-    if (phase_ != phase::connected) return;
+  /// [MS-SMBD] 3.1.5.5 and 3.1.5.8, for the message in receive buffer `slot`. The slot is
+  /// reposted, or kept when the payload is lent (left where it is for the upper layer).
+  void on_data_transfer(std::uint16_t slot, std::span<const std::byte> bytes) {
+    bool kept = false;
+    struct slot_return {  // on every path out, terminate() included
+      engine& e;
+      std::uint16_t slot;
+      const bool& kept;
+      ~slot_return() {
+        if (!kept) e.free_receive_slots_.push_back(slot);
+      }
+    } returns{*this, slot, kept};
     keepalive_.on_receive(batch_time_);
     wire::data_transfer_message m;
     if (auto ec = wire::decode(bytes, m)) return terminate(ec);
@@ -723,20 +782,45 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
     }
     if (h.data_length == 0) ++stats_.empty_messages_received;
     else ++stats_.fragments_received;
-    if (spare_.empty()) spare_.emplace_back();
-    bool complete = false;
-    if (auto ec = reassembler_.on_fragment(h, m.payload, spare_.back(), complete)) return terminate(ec);
-    if (complete) {
-      ready_.push_back(std::move(spare_.back()));
-      ready_bytes_ += ready_.back().size();
-      spare_.pop_back();
-      ++stats_.messages_received;
-      stats_.bytes_received += ready_.back().size();
-      receive_event_.notify();
-    }
+    protocol::fragment_place place;
+    if (auto ec = reassembler_.on_fragment(h, m.payload.size(), place)) return terminate(ec);
+    if (place.payload) kept = store_fragment(slot, m.payload, place);
     replenish_receives(false);
     if (response_due_ || ledger_.grant_due()) control_event_.notify();
     send_event_.notify();  // new send credits, or a reposted receive to grant (last-credit rule)
+  }
+
+  /// Adds a fragment's payload to the message being reassembled (3.1.5.8 step 9) and queues
+  /// the message when it is whole. Lends the receive buffer while lent_receive_buffers allows;
+  /// past that the message is copied (and the buffers it held come back). Returns whether
+  /// `slot` was lent. May throw std::bad_alloc.
+  bool store_fragment(std::uint16_t slot, std::span<const std::byte> payload, const protocol::fragment_place& place) {
+    inbound_message& msg = assembling_;
+    if (place.first) msg.start(place.message_size, params_.lent_receive_buffers > 0);
+    bool lent = false;
+    if (msg.lent && lent_slots_ < params_.lent_receive_buffers) {
+      msg.lend(slot, payload);
+      ++lent_slots_;
+      lent = true;
+    } else {
+      if (msg.lent) {  // the budget is used up: this message is copied after all
+        msg.copy_out_of_slots([this](std::uint16_t s) { give_back(std::span(&s, 1)); });
+        ++stats_.lent_messages_copied;
+      }
+      msg.copy_in(place.offset, payload);
+    }
+    if (place.last) {
+      ready_.push_back(std::move(msg));
+      ready_bytes_ += place.message_size;
+      if (!spare_.empty()) {  // recycled storage for the next message
+        assembling_ = std::move(spare_.back());
+        spare_.pop_back();
+      }
+      ++stats_.messages_received;
+      stats_.bytes_received += place.message_size;
+      receive_event_.notify();
+    }
+    return lent;
   }
 
   /// Sends empty messages when something must go out and no upper-layer message carries it:
@@ -824,9 +908,11 @@ class engine : public std::enable_shared_from_this<engine<Transport>> {
   std::vector<send_slot> send_slots_;
   std::vector<std::uint32_t> free_send_slots_;
   time_point batch_time_{};  // when the completion batch being handled was polled
-  ring_queue<std::vector<std::byte>> ready_;
+  ring_queue<inbound_message> ready_;
   std::size_t ready_bytes_ = 0;  // bytes in ready_
-  std::vector<std::vector<std::byte>> spare_;
+  inbound_message assembling_;          // the message being reassembled
+  std::vector<inbound_message> spare_;  // storage of delivered messages, for the next ones
+  std::size_t lent_slots_ = 0;  // receive buffers held by lent messages: reassembling, queued or the user's
 };
 
 }  // namespace detail

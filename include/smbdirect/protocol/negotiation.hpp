@@ -24,6 +24,7 @@ inline std::error_code validate(const parameters& p) noexcept {
   if (p.negotiate_timeout.count() <= 0 || p.keepalive_interval.count() < 0) return errc::invalid_argument;
   if (p.keepalive_timeout.count() <= 0 || p.credit_grant_timeout.count() <= 0) return errc::invalid_argument;
   if (p.max_rdma_descriptors == 0) return errc::invalid_argument;
+  if (std::uint64_t{p.receive_credit_max} + 1 + p.lent_receive_buffers > 65536) return errc::invalid_argument;
   return {};
 }
 
