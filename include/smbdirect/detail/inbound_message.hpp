@@ -43,8 +43,8 @@ struct inbound_message {
     slots.push_back(slot);
   }
 
-  /// Turns a lent message into a copied one: copies its pieces and returns the slots that held them through `give_back(slot)`. May throw
-  /// std::bad_alloc before anything changes.
+  /// Turns a lent message into a copied one: copies its pieces and returns the slots that
+  /// held them through `give_back(slot)`. May throw std::bad_alloc before anything changes.
   template <class GiveBack>
   void copy_out_of_slots(GiveBack&& give_back) {
     bytes.resize(size);
