@@ -101,6 +101,9 @@ TEST_CASE("inbound_message: a copied message is overwritten in place in recycled
   CHECK(m.bytes[100] == std::byte{2});
   m.start(150, false);  // the next message of the same size: same storage, nothing reallocated
   CHECK(m.bytes.data() == storage);
+  const std::vector<std::byte> c(150, std::byte{3});
+  m.copy_in(0, c);
+  CHECK(m.bytes == c);  // every byte of the earlier message replaced
 }
 
 TEST_CASE("inbound_message: a lent message keeps its pieces in order and can become a copy") {

@@ -164,8 +164,9 @@ class connection {
   /// Receives the next whole upper-layer message in place ([MS-SMBD] 3.1.5.8): with
   /// parameters::lent_receive_buffers > 0 its bytes stay in the receive buffers they arrived
   /// in (message.lent(); no copy) until message.release(), else (or when those buffers are
-  /// all in use) it arrives copied. `message` first releases what it held, and must outlive
-  /// the operation. Errors as the vector overload.
+  /// all in use) it arrives copied. What `message` held is released when the next message is
+  /// delivered into it (not on an error). `message` must outlive the operation. Errors as
+  /// the vector overload.
   template <class Token>
   auto async_receive(received_message& message, Token&& token) {
     return detail::launch(engine_, std::forward<Token>(token),

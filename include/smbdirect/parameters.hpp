@@ -16,7 +16,7 @@ struct parameters {
   /// ReceiveCreditMax: receives we post (and so credits we grant) at once toward the peer's
   /// CreditsRequested. One more may be posted for a send that spends our last send credit
   /// ([MS-SMBD] 3.1.5.9: it "MUST ... post at least one receive"), so buffers are allocated
-  /// for receive_credit_max + 1. > 0.
+  /// for receive_credit_max + 1 (+ lent_receive_buffers). > 0.
   std::uint16_t receive_credit_max = 255;
   /// MaxSendSize we prefer (PreferredSendSize); clamped to the peer's MaxReceiveSize. >= 128.
   std::uint32_t max_send_size = 1364;
@@ -47,8 +47,10 @@ struct parameters {
   /// arrived instead of copying them. Messages keep buffers while being reassembled, queued
   /// and held by the user; one that would need more than are left is copied instead. They
   /// come on top of the receive_credit_max + 1 posted ones, so lending never withholds a
-  /// credit. 0 (default): every message is copied on arrival. For messages of up to M bytes,
-  /// 2 * ceil(M / (MaxReceiveSize - 24)) lets one be held while the next arrives.
+  /// credit. 0 (default): every message is copied on arrival. A fragment takes one buffer and
+  /// carries at most the peer's MaxSendSize - 24 bytes (at most our MaxReceiveSize - 24; a
+  /// peer may send less): for messages of up to M bytes in fragments of F payload bytes,
+  /// 2 * ceil(M / F) lets one message be held while the next arrives.
   /// receive_credit_max + 1 + this <= 65536.
   std::uint32_t lent_receive_buffers = 0;
 };

@@ -37,8 +37,10 @@ class engine;
 ///
 /// Reuse one object for successive receives: its storage is recycled (no allocation per
 /// message in steady state). Receiving into it releases what it held first. Like every
-/// connection call, release and destruction must run on the connection's executor; a message
-/// may outlive its connection (the buffers stay valid; the connection has ended).
+/// connection call, release and destruction must run on the connection's executor. A lent
+/// message may outlive its connection object: it keeps the connection's engine and transport
+/// (ended, but not yet freed) alive until released, so release it before the io_context
+/// it runs on is destroyed.
 class received_message {
  public:
   received_message() = default;

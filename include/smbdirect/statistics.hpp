@@ -11,7 +11,7 @@ struct statistics {
   std::uint64_t bytes_sent = 0;          ///< upper-layer payload bytes sent
   std::uint64_t bytes_received = 0;      ///< upper-layer payload bytes received
   std::uint64_t messages_received_in_place = 0;  ///< messages handed over in lent receive buffers
-  std::uint64_t lent_messages_copied = 0;  ///< messages copied mid-reassembly: lent_receive_buffers ran out
+  std::uint64_t lent_messages_copied = 0;  ///< with lending on, messages copied: lent_receive_buffers were in use
   std::uint64_t fragments_sent = 0;      ///< Data Transfer Messages with payload sent
   std::uint64_t fragments_received = 0;  ///< Data Transfer Messages with payload received
   std::uint64_t empty_messages_sent = 0;      ///< 20-byte messages (credits / keepalive) sent

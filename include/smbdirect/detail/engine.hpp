@@ -240,8 +240,6 @@ class engine : public std::enable_shared_from_this<engine<Transport>>, public re
 
   // ---------------------------------------------------------------- memory and RDMA
 
-  // ---------------------------------------------------------------- memory and RDMA
-
   std::pair<std::error_code, memory_region> register_memory(asio::mutable_buffer region, access rights) {
     if (auto ec = usable()) return {ec, {}};
     if (rights == access::none || region.size() == 0 || region.size() > 0xffffffffu) return {errc::invalid_argument, {}};
@@ -810,7 +808,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>>, public re
       msg.copy_in(place.offset, payload);
     }
     if (place.last) {
-      ready_.push_back(std::move(msg));
+      ready_.emplace_back(std::move(msg));  // grows before moving: on bad_alloc msg stays whole
       ready_bytes_ += place.message_size;
       if (!spare_.empty()) {  // recycled storage for the next message
         assembling_ = std::move(spare_.back());
