@@ -29,7 +29,8 @@ step "demo over IPv6" smbdirect_demo --transport verbs --address "$RDMA_ADDR6" -
 
 # Throughput at perftest's message size (64 KiB, 200 iterations): upper-layer messages with
 # the default MaxSendSize (1364: 49 fragments each), with one fragment per message, and RDMA
-# writes and reads. Then perftest itself, and each of ours as a ratio of perftest's average.
+# writes and reads; the sends both copied out and received in place (no CPU copy, as perftest).
+# Then perftest itself, and each of ours as a ratio of perftest's average.
 bench() {
   name=$1
   shift
@@ -38,6 +39,9 @@ bench() {
 }
 bench send --op send
 bench send-one-fragment --op send --max-send-size 65560 --max-receive-size 65560 --credits 32
+bench send-in-place --op send --receive in-place
+bench send-one-fragment-in-place --op send --max-send-size 65560 --max-receive-size 65560 --credits 32 \
+  --receive in-place
 bench write --op write
 bench read --op read
 if sh "$SMBDIRECT_FILES/perftest.sh" >/tmp/perftest.out 2>&1; then cat /tmp/perftest.out; else
@@ -58,5 +62,7 @@ ratio() {
 }
 ratio "send, MaxSendSize 1364" send ib_send_bw 0.9
 ratio "send, one fragment per message" send-one-fragment ib_send_bw 0.9
+ratio "send, MaxSendSize 1364, in place" send-in-place ib_send_bw 0.9
+ratio "send, one fragment per message, in place" send-one-fragment-in-place ib_send_bw 0.9
 ratio "RDMA write" write ib_write_bw 0.95
 exit $status
