@@ -110,6 +110,24 @@ class event_pool {
   std::size_t created_ = 0;
 };
 
+/// Work requests posted in its lifetime go out together on a batching_transport (one
+/// doorbell); on other transports it does nothing. Never alive across a suspension.
+template <class Transport>
+class post_batch {
+ public:
+  explicit post_batch(Transport& t) : transport_(t) {
+    if constexpr (batching_transport<Transport>) transport_.begin_batch();
+  }
+  post_batch(const post_batch&) = delete;
+  post_batch& operator=(const post_batch&) = delete;
+  ~post_batch() {
+    if constexpr (batching_transport<Transport>) transport_.end_batch();
+  }
+
+ private:
+  Transport& transport_;
+};
+
 /// Work requests posted by one upper-layer operation, awaited together.
 struct pending_op {
   explicit pending_op(event_pool& from) : pool(from), event(from.take()) {}
@@ -184,10 +202,15 @@ class engine : public std::enable_shared_from_this<engine<Transport>>, public re
     const protocol::fragmenter fragments(static_cast<std::uint32_t>(total), negotiated_.max_send_size);
     std::error_code ec;
     try {
-      for (std::uint32_t i = 0; i < fragments.count() && !ec; ++i) {
+      for (std::uint32_t i = 0; i < fragments.count() && !ec;) {
         send_slot* slot = try_acquire_send();  // no coroutine frame while credits last
         if (!slot) ec = co_await acquire_send(slot);
-        if (!ec) ec = post_fragment(*slot, fragments.at(i), pieces, op);
+        // This fragment and every next one that has a credit now: one batch (one doorbell).
+        post_batch batch(transport_);
+        while (!ec) {
+          ec = post_fragment(*slot, fragments.at(i++), pieces, op);
+          if (ec || i == fragments.count() || !(slot = try_acquire_send())) break;
+        }
       }
     } catch (const std::bad_alloc&) {
       ec = out_of_memory();
@@ -266,24 +289,27 @@ class engine : public std::enable_shared_from_this<engine<Transport>>, public re
     auto settled = settle(op);  // before posting: see settle()
     const std::uint64_t wr = make_wr_id(wr_kind::rdma, reinterpret_cast<std::uintptr_t>(&op) >> 2);
     std::error_code ec;
-    // One work request per overlap of a local piece and a descriptor: no copies.
+    // One work request per overlap of a local piece and a descriptor: no copies. One batch.
     std::size_t piece = 0, piece_pos = 0, desc = 0;
     std::uint64_t desc_pos = remote_offset;
-    for (std::size_t done = 0; done < total && !ec;) try {
-      while (local[piece].size() == piece_pos) ++piece, piece_pos = 0;
-      while (remote[desc].length == desc_pos) ++desc, desc_pos = 0;
-      const std::size_t n = std::min<std::uint64_t>(local[piece].size() - piece_pos, remote[desc].length - desc_pos);
-      const Buffer part = asio::buffer(local[piece] + piece_pos, n);
-      const std::uint64_t address = remote[desc].offset + desc_pos;
-      if constexpr (write) {
-        ec = transport_.post_rdma_write(wr, std::span(&part, 1), address, remote[desc].token);
-      } else {
-        ec = transport_.post_rdma_read(wr, std::span(&part, 1), address, remote[desc].token);
+    {
+      post_batch batch(transport_);
+      for (std::size_t done = 0; done < total && !ec;) try {
+        while (local[piece].size() == piece_pos) ++piece, piece_pos = 0;
+        while (remote[desc].length == desc_pos) ++desc, desc_pos = 0;
+        const std::size_t n = std::min<std::uint64_t>(local[piece].size() - piece_pos, remote[desc].length - desc_pos);
+        const Buffer part = asio::buffer(local[piece] + piece_pos, n);
+        const std::uint64_t address = remote[desc].offset + desc_pos;
+        if constexpr (write) {
+          ec = transport_.post_rdma_write(wr, std::span(&part, 1), address, remote[desc].token);
+        } else {
+          ec = transport_.post_rdma_read(wr, std::span(&part, 1), address, remote[desc].token);
+        }
+        if (!ec) ++op.outstanding;
+        piece_pos += n, desc_pos += n, done += n;
+      } catch (const std::bad_alloc&) {
+        ec = out_of_memory();
       }
-      if (!ec) ++op.outstanding;
-      piece_pos += n, desc_pos += n, done += n;
-    } catch (const std::bad_alloc&) {
-      ec = out_of_memory();
     }
     if (ec) terminate(ec);
     co_await std::move(settled);

@@ -409,6 +409,11 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     }
   }
 
+  void begin_batch() noexcept { ++batch_depth_; }
+  void end_batch() {
+    if (--batch_depth_ == 0) pump();
+  }
+
   /// Moves the queue pair to the error state: outstanding work requests are flushed.
   void disconnect() {
     if (disconnected_) return;
@@ -506,7 +511,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   }
 
   std::error_code enqueue(std::uint32_t index) {
-    if (backlog_.empty() && can_post(sq_[index])) {
+    if (batch_depth_ == 0 && backlog_.empty() && can_post(sq_[index])) {
       if (int rc = post_now(sq_[index], index)) {
         free_record(index);
         return {rc, std::system_category()};
@@ -523,6 +528,19 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
 
   int post_now(sq_record& rec, std::uint32_t index) {
     ibv_send_wr wr{};
+    fill_work_request(wr, rec, index);
+    ibv_send_wr* bad = nullptr;
+    if (int rc = ibv_post_send(id_->qp, &wr, &bad)) return rc;
+    count_posted(rec);
+    return 0;
+  }
+
+  void count_posted(const sq_record& rec) noexcept {
+    ++sq_outstanding_;
+    if (rec.kind == sq_kind::rdma_read) ++reads_outstanding_;
+  }
+
+  static void fill_work_request(ibv_send_wr& wr, sq_record& rec, std::uint32_t index) {
     wr.wr_id = index;
     wr.send_flags = IBV_SEND_SIGNALED;
     wr.sg_list = rec.sge.data();
@@ -550,11 +568,6 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
         wr.bind_mw.bind_info.mw_access_flags = static_cast<unsigned>(rec.mw_access);
         break;
     }
-    ibv_send_wr* bad = nullptr;
-    if (int rc = ibv_post_send(id_->qp, &wr, &bad)) return rc;
-    ++sq_outstanding_;
-    if (rec.kind == sq_kind::rdma_read) ++reads_outstanding_;
-    return 0;
   }
 
   static work_opcode opcode_of(sq_kind k) {
@@ -565,25 +578,48 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     }
   }
 
-  /// Posts what waits in the backlog, in order, while there is room.
+  /// Posts what waits in the backlog, in order, while there is room: up to 32 work requests
+  /// chained per ibv_post_send. A work request the provider refuses completes with its errno
+  /// and disconnects (what follows it is flushed). Inside a batch, end_batch() does this.
   void pump() {
+    if (batch_depth_ > 0) return;
     while (!backlog_.empty()) {
-      const std::uint32_t index = backlog_.front();
-      sq_record& rec = sq_[index];
       if (disconnected_) {
-        if (rec.kind != sq_kind::bind) synthetic_.push_back({rec.wr_id, opcode_of(rec.kind), errc::work_request_flushed});
+        const std::uint32_t index = backlog_.front();
+        if (sq_[index].kind != sq_kind::bind)
+          synthetic_.push_back({sq_[index].wr_id, opcode_of(sq_[index].kind), errc::work_request_flushed});
         free_record(index);
-      } else {
-        if (!can_post(rec)) return;
-        if (int rc = post_now(rec, index)) {
-          synthetic_.push_back({rec.wr_id, opcode_of(rec.kind), std::error_code(rc, std::system_category())});
-          free_record(index);
-          backlog_.pop_front();
-          disconnect();
-          continue;
-        }
+        backlog_.pop_front();
+        continue;
       }
-      backlog_.pop_front();
+      std::array<ibv_send_wr, 32> chain;
+      std::size_t n = 0;
+      std::uint32_t sq = sq_outstanding_, reads = reads_outstanding_;
+      for (; n < chain.size() && n < backlog_.size(); ++n) {
+        sq_record& rec = sq_[backlog_[n]];
+        const bool read = rec.kind == sq_kind::rdma_read;
+        if (sq == sq_capacity_ || (read && reads == ord_)) break;
+        ++sq, reads += read;
+        chain[n] = {};
+        fill_work_request(chain[n], rec, backlog_[n]);
+        if (n > 0) chain[n - 1].next = &chain[n];
+      }
+      if (n == 0) return;  // no room until completions come
+      ibv_send_wr* bad = nullptr;
+      const int rc = ibv_post_send(id_->qp, chain.data(), &bad);
+      // On failure the provider posted the list up to `bad`, which it refused.
+      const std::size_t posted = rc == 0 ? n : bad ? static_cast<std::size_t>(bad - chain.data()) : 0;
+      for (std::size_t i = 0; i < posted; ++i) {
+        count_posted(sq_[backlog_.front()]);
+        backlog_.pop_front();
+      }
+      if (rc != 0) {
+        const std::uint32_t index = backlog_.front();
+        synthetic_.push_back({sq_[index].wr_id, opcode_of(sq_[index].kind), std::error_code(rc, std::system_category())});
+        free_record(index);
+        backlog_.pop_front();
+        disconnect();
+      }
     }
   }
 
@@ -740,6 +776,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   std::optional<ibv_wc> early_;             // its completion, if it came before the claim
   std::uint32_t max_sge_ = 1;
   std::uint32_t sq_capacity_ = 0, sq_outstanding_ = 0, reads_outstanding_ = 0, ord_ = 1;
+  unsigned batch_depth_ = 0;  // open begin_batch() calls: work requests wait in backlog_
   unsigned unacked_events_ = 0;
   bool use_memory_windows_ = false;
   bool armed_ = false;
@@ -766,8 +803,14 @@ class queue_pair : public smbdirect::detail::queue_pair_handle<detail::qp_state>
   bool uses_memory_windows() const { return state_->uses_memory_windows(); }
   /// The underlying RDMA CM identifier (its qp, verbs context, addresses).
   rdma_cm_id* native_handle() const { return state_->id(); }
+
+  /// Work requests posted until the matching end_batch() go out as chained lists, one
+  /// ibv_post_send (one doorbell: a system call on rxe and siw) per list of up to 32
+  /// (batching_transport).
+  void begin_batch() { state_->begin_batch(); }
+  void end_batch() { state_->end_batch(); }
 };
 
-static_assert(transport<queue_pair>);
+static_assert(batching_transport<queue_pair>);
 
 }  // namespace smbdirect::verbs
