@@ -4,7 +4,7 @@
 // 3.1.5.9). A scripted raw peer chooses the fragments.
 #include <doctest/doctest.h>
 
-#include "support/harness.hpp"
+#include "support/server_session.hpp"
 
 using namespace smbdirect;
 using namespace smbdirect::test;
@@ -18,23 +18,8 @@ parameters lending(std::uint32_t buffers) {
 }
 
 // Our server, negotiated with a raw client that sends the fragments a test picks.
-struct fixture {
-  driver d;
-  std::optional<loopback_connection> server;
-  std::optional<raw_peer> peer;
-
-  explicit fixture(parameters p) {
-    auto [a, b] = loopback::make_pair(d.io.get_executor(), d.io.get_executor());
-    server.emplace(std::move(a), p, &d.clock);
-    peer.emplace(std::move(b));
-    peer->post_receives(64);
-    std::optional<std::error_code> accepted;
-    server->async_accept([&](std::error_code ec) { accepted = ec; });
-    d.settle();
-    REQUIRE_FALSE(peer->send(encode_request(protocol::make_negotiate_request(parameters{}))));
-    REQUIRE(d.run_until([&] { return accepted.has_value(); }));
-    REQUIRE_FALSE(*accepted);
-  }
+struct fixture : server_session {
+  explicit fixture(parameters p) : server_session(p) {}
 
   /// Sends `message` as fragments of the given payload sizes (which sum to its size).
   void send(const bytes& message, std::initializer_list<std::size_t> fragments) {

@@ -2,7 +2,7 @@
 // scripted raw peer, reassembly, and the MaxFragmentedRecvSize bound.
 #include <doctest/doctest.h>
 
-#include "support/harness.hpp"
+#include "support/server_session.hpp"
 
 using namespace smbdirect;
 using namespace smbdirect::test;
@@ -11,25 +11,12 @@ using namespace std::chrono_literals;
 namespace {
 
 // Our server, negotiated with a raw client that then sends whatever a test wants.
-struct fixture {
-  driver d;
-  std::optional<loopback_connection> server;
-  std::optional<raw_peer> peer;
+struct fixture : server_session {
   std::vector<bytes> delivered;
   std::optional<std::error_code> receive_error;
   bytes message;
 
-  explicit fixture(parameters p = {}) {
-    auto [a, b] = loopback::make_pair(d.io.get_executor(), d.io.get_executor());
-    server.emplace(std::move(a), p, &d.clock);
-    peer.emplace(std::move(b));
-    peer->post_receives(64);
-    std::optional<std::error_code> accepted;
-    server->async_accept([&](std::error_code ec) { accepted = ec; });
-    d.settle();
-    REQUIRE_FALSE(peer->send(encode_request(protocol::make_negotiate_request(parameters{}))));
-    REQUIRE(d.run_until([&] { return accepted.has_value(); }));
-    REQUIRE_FALSE(*accepted);
+  explicit fixture(parameters p = {}) : server_session(p) {
     peer->drain();
     peer->received.clear();
     receive_next();

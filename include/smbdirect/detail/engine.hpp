@@ -405,19 +405,9 @@ class engine : public std::enable_shared_from_this<engine<Transport>>, public re
   /// Hands `m` to the user as a vector: a copied message by swapping storage (the user's old
   /// vector goes back to `m`, to be recycled), a lent one by copying its pieces.
   void deliver(inbound_message& m, std::vector<std::byte>& out) {
-    if (!m.lent) {
-      out.swap(m.bytes);
-      return;
-    }
-    out.resize(m.size);  // may throw std::bad_alloc: the connection then ends with out_of_memory
-    std::size_t at = 0;
-    for (const auto& p : m.pieces) {
-      std::memcpy(out.data() + at, p.data(), p.size());
-      at += p.size();
-    }
-    give_back(m.slots);
-    m.slots.clear();
-    m.pieces.clear();
+    // Copying may throw std::bad_alloc: the connection then ends with out_of_memory.
+    if (m.lent) m.copy_out_of_slots([this](std::uint16_t s) { give_back(std::span(&s, 1)); });
+    out.swap(m.bytes);
   }
 
   /// Hands `m` to the user in place: a lent message's pieces and slots, or a copied message's
