@@ -44,9 +44,10 @@ inline bytes pattern(std::size_t n, unsigned seed) {
   return b;
 }
 
-// Distinct ports per connection: an iWARP listener's TCP port may linger in TIME_WAIT.
+// Distinct ports per connection: an iWARP listener's TCP port may linger in TIME_WAIT. Below
+// Linux's ephemeral range (32768 up), where outgoing connections take theirs.
 inline std::uint16_t next_port() {
-  static std::uint16_t port = static_cast<std::uint16_t>(20000 + std::random_device{}() % 20000);
+  static std::uint16_t port = static_cast<std::uint16_t>(20000 + std::random_device{}() % 12000);
   return ++port;
 }
 
@@ -72,16 +73,25 @@ struct network_pair {
   }
 
   std::error_code listen(const std::string& address, typename Fabric::options o = {}, std::optional<std::uint16_t> at = {}) {
-    port = at.value_or(next_port());
     std::optional<std::error_code> result;
-    asio::co_spawn(io, Fabric::listener::open(io.get_executor(), address, port, o),
-                   [&](std::exception_ptr, std::pair<std::error_code, std::unique_ptr<typename Fabric::listener>> r) {
-                     result = r.first;
-                     listener = std::move(r.second);
-                   });
-    REQUIRE(run_until([&] { return result.has_value(); }));
+    // A port we picked may be taken (another test, an outgoing connection's ephemeral port):
+    // try the next one.
+    for (int attempt = 0; attempt < 20 && (!result || (!at && in_use(*result))); ++attempt) {
+      port = at.value_or(next_port());
+      result.reset();
+      asio::co_spawn(io, Fabric::listener::open(io.get_executor(), address, port, o),
+                     [&](std::exception_ptr, std::pair<std::error_code, std::unique_ptr<typename Fabric::listener>> r) {
+                       result = r.first;
+                       listener = std::move(r.second);
+                     });
+      REQUIRE(run_until([&] { return result.has_value(); }));
+    }
     if (!*result && port == 0) port = listener->port();
     return *result;
+  }
+
+  static bool in_use(const std::error_code& ec) {
+    return ec == asio::error::address_in_use || ec == std::errc::address_in_use;
   }
 
   /// Connects and negotiates both ends; returns {client error, server error}.
