@@ -35,7 +35,7 @@ class recording_transport {
   void begin_batch() {
     if (log_->depth++ == 0) log_->in_batch = 0;
   }
-  void end_batch() {
+  void end_batch() noexcept {
     if (--log_->depth == 0) log_->batches.push_back(log_->in_batch);
   }
 
@@ -116,7 +116,6 @@ TEST_CASE("the fragments of a message that all have credits go out in one batch"
   CHECK(f.send_and_receive(message) == message);
   REQUIRE(f.log->batches.size() == 1);
   CHECK(f.log->batches[0] == 10);
-  CHECK(f.log->polls_inside == 0);
 }
 
 TEST_CASE("a sender short of credits closes its batch before it waits, and the message arrives") {
@@ -147,5 +146,6 @@ TEST_CASE("the work requests of one RDMA write go out in one batch") {
   REQUIRE(f.log->batches.size() == 1);
   CHECK(f.log->batches[0] == 3);
   CHECK(bytes(target.begin(), target.begin() + 1000) == a);
+  CHECK(bytes(target.begin() + 1000, target.begin() + 2000) == b);
   CHECK(bytes(target.begin() + 2000, target.end()) == c);
 }

@@ -89,13 +89,13 @@ concept transport = requires(T& t, std::uint64_t wr_id, std::span<std::byte> rec
 /// Optional: a transport that pays per posting call (verbs: every ibv_post_send rings a
 /// doorbell, a system call on rxe and siw) may batch. Between begin_batch() and the matching
 /// end_batch() (they nest), post_send and post_rdma_* queue their work requests; end_batch()
-/// posts them in order as chained lists, one doorbell each. A queued work request counts as
-/// accepted: if its chained post fails, its work completion reports the error. The engine
-/// never keeps a batch open across a suspension, so that nothing waits unposted.
+/// posts them in order as chained lists, one doorbell each, and never throws. A queued work
+/// request counts as accepted: if its chained post fails, its work completion reports the
+/// error. The engine never keeps a batch open across a suspension, so nothing waits unposted.
 template <class T>
 concept batching_transport = transport<T> && requires(T& t) {
   { t.begin_batch() } -> std::same_as<void>;
-  { t.end_batch() } -> std::same_as<void>;
+  { t.end_batch() } noexcept -> std::same_as<void>;
 };
 // clang-format on
 

@@ -112,6 +112,7 @@ class event_pool {
 
 /// Work requests posted in its lifetime go out together on a batching_transport (one
 /// doorbell); on other transports it does nothing. Never alive across a suspension.
+/// end_batch() must not throw: it runs while unwinding from std::bad_alloc too.
 template <class Transport>
 class post_batch {
  public:

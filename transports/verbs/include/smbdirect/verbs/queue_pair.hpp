@@ -410,8 +410,15 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   }
 
   void begin_batch() noexcept { ++batch_depth_; }
-  void end_batch() {
-    if (--batch_depth_ == 0) pump();
+  /// Never throws (it runs in a destructor): if flushing work requests cannot allocate their
+  /// completions, they stay in the backlog and the next poll pumps again.
+  void end_batch() noexcept {
+    if (--batch_depth_ != 0) return;
+    try {
+      pump();
+    } catch (const std::bad_alloc&) {
+    }
+    if (!synthetic_.empty() || !backlog_.empty()) wake();
   }
 
   /// Moves the queue pair to the error state: outstanding work requests are flushed.
@@ -598,7 +605,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
       for (; n < chain.size() && n < backlog_.size(); ++n) {
         sq_record& rec = sq_[backlog_[n]];
         const bool read = rec.kind == sq_kind::rdma_read;
-        if (sq == sq_capacity_ || (read && reads == ord_)) break;
+        if (sq >= sq_capacity_ || (read && reads >= ord_)) break;
         ++sq, reads += read;
         chain[n] = {};
         fill_work_request(chain[n], rec, backlog_[n]);
@@ -607,7 +614,8 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
       if (n == 0) return;  // no room until completions come
       ibv_send_wr* bad = nullptr;
       const int rc = ibv_post_send(id_->qp, chain.data(), &bad);
-      // On failure the provider posted the list up to `bad`, which it refused.
+      // On failure the provider posted the list up to `bad`, which it refused (ibv_post_send(3));
+      // without `bad`, nothing counts as posted.
       const std::size_t posted = rc == 0 ? n : bad ? static_cast<std::size_t>(bad - chain.data()) : 0;
       for (std::size_t i = 0; i < posted; ++i) {
         count_posted(sq_[backlog_.front()]);
@@ -615,7 +623,8 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
       }
       if (rc != 0) {
         const std::uint32_t index = backlog_.front();
-        synthetic_.push_back({sq_[index].wr_id, opcode_of(sq_[index].kind), std::error_code(rc, std::system_category())});
+        if (sq_[index].kind != sq_kind::bind)  // a bind is ours: the engine has no work request to complete
+          synthetic_.push_back({sq_[index].wr_id, opcode_of(sq_[index].kind), std::error_code(rc, std::system_category())});
         free_record(index);
         backlog_.pop_front();
         disconnect();
@@ -808,7 +817,7 @@ class queue_pair : public smbdirect::detail::queue_pair_handle<detail::qp_state>
   /// ibv_post_send (one doorbell: a system call on rxe and siw) per list of up to 32
   /// (batching_transport).
   void begin_batch() { state_->begin_batch(); }
-  void end_batch() { state_->end_batch(); }
+  void end_batch() noexcept { state_->end_batch(); }
 };
 
 static_assert(batching_transport<queue_pair>);
