@@ -199,5 +199,23 @@ TEST_CASE("registration needs rights and bytes") {
   fixture f;
   bytes b(10);
   CHECK(f.server->register_buffer(asio::buffer(b), access::none).first == errc::invalid_argument);
+  CHECK(f.server->register_buffer(asio::buffer(b), static_cast<smbdirect::access>(5)).first == errc::invalid_argument);
   CHECK(f.server->register_buffer(asio::mutable_buffer(), access::remote_read).first == errc::invalid_argument);
+  CHECK_FALSE(f.server->register_buffer(asio::buffer(b), access::local).first);
+}
+
+TEST_CASE("Send with Invalidate cannot revoke an access::local region") {
+  asio::io_context io;
+  auto [a, b] = loopback::make_pair(io.get_executor(), io.get_executor());
+  bytes region(4096), inbox(64);
+  auto [re, mr] = b.register_memory(asio::buffer(region), access::local);
+  REQUIRE_FALSE(re);
+  REQUIRE_FALSE(b.post_receive(1, inbox));
+  const bytes hello = pattern(10, 1);
+  const asio::const_buffer g(hello.data(), hello.size());
+  REQUIRE_FALSE(a.post_send(2, std::span(&g, 1), mr.token));
+  std::array<work_completion, 4> wc;
+  REQUIRE(b.try_poll(wc) == 1);
+  CHECK(wc[0].status == errc::remote_invalid_request);
+  CHECK(wc[0].invalidated_token == 0);
 }

@@ -39,7 +39,8 @@
 namespace smbdirect {
 
 /// A buffer registered for the peer's RDMA access. Send `descriptor` to the peer (e.g. inside an
-/// SMB2 READ/WRITE request); it grants exactly `rights`. [MS-SMBD] 3.1.4.3
+/// SMB2 READ/WRITE request); it grants exactly `rights` (nothing for access::local).
+/// [MS-SMBD] 3.1.4.3
 struct registration {
   wire::buffer_descriptor_v1 descriptor;
   access rights = access::none;
@@ -173,9 +174,13 @@ class connection {
                           [&message](engine_type& e) { return e.receive(message); });
   }
 
-  /// Registers `buffer` for the peer's RDMA access with exactly `rights` ([MS-SMBD] 3.1.4.3).
-  /// The memory must stay valid until deregister_buffer(). Errors: invalid_argument (empty,
-  /// > 4 GiB - 1, or no rights), not_connected, transport registration errors.
+  /// Registers `buffer` for the peer's RDMA access with exactly `rights` ([MS-SMBD] 3.1.4.3),
+  /// or, with access::local, for this side's use only: sends and RDMA operations on memory a
+  /// registration covers use it in place, where other memory costs a copy (sends) or a
+  /// registration per work request (RDMA) on verbs. Register buffers that are reused.
+  /// The memory must stay valid, and registered, until every operation using it completes.
+  /// Errors: invalid_argument (empty, > 4 GiB - 1, access::none or an unknown value),
+  /// not_connected, transport registration errors.
   std::pair<std::error_code, registration> register_buffer(asio::mutable_buffer buffer, access rights) {
     auto [ec, mr] = engine_->register_memory(buffer, rights);
     if (ec) return {ec, {}};

@@ -16,14 +16,24 @@
 namespace smbdirect {
 
 /// Rights a registered region grants the peer (ibv_access_flags' REMOTE_READ / REMOTE_WRITE).
+/// Every registration also serves this side's own work requests: memory it covers is sent
+/// from, RDMA-written from and RDMA-read into in place (verbs: with its lkey, no
+/// registration per work request, no copy into the send buffers).
 enum class access : std::uint8_t {
-  none = 0,
+  none = 0,  ///< not a valid registration (invalid_argument)
   remote_read = 1,   ///< the peer may RDMA-read from it
   remote_write = 2,  ///< the peer may RDMA-write into it
   remote_read_write = 3,
+  /// The peer may do nothing with it: memory registered only for this side's own sends and
+  /// RDMA reads and writes, as perftest registers its buffers once.
+  local = 4,
 };
 constexpr bool allows(access granted, access needed) noexcept {
   return (static_cast<std::uint8_t>(granted) & static_cast<std::uint8_t>(needed)) == static_cast<std::uint8_t>(needed);
+}
+/// One of remote_read, remote_write, remote_read_write, local.
+constexpr bool valid_registration_rights(access rights) noexcept {
+  return rights != access::none && static_cast<std::uint8_t>(rights) <= static_cast<std::uint8_t>(access::local);
 }
 
 /// A region registered with the transport for remote access.

@@ -330,6 +330,68 @@ TEST_CASE_TEMPLATE("registrations revoke their tokens", Fabric, SMBDIRECT_CONFOR
   CHECK(region == data);
 }
 
+TEST_CASE_TEMPLATE("access::local memory is sent from and RDMA'd in place, and grants the peer nothing", Fabric, SMBDIRECT_CONFORMANCE_FABRICS) {
+  network_pair<Fabric> p;
+  p.connect_ok(Fabric::address());
+  bytes source = pattern(1 << 20, 21), sink(1 << 20), unregistered = pattern(3000, 22);
+  auto [es, src] = p.client->register_buffer(asio::buffer(source), access::local);
+  auto [ek, snk] = p.client->register_buffer(asio::buffer(sink), access::local);
+  REQUIRE_FALSE(es);
+  REQUIRE_FALSE(ek);
+  // Sends: one fragment, many, and a gather of registered and unregistered pieces (verbs
+  // sends the first in place and copies the second).
+  for (std::size_t size : {std::size_t{100}, std::size_t{1 << 20}}) {
+    std::optional<std::error_code> sent, received;
+    bytes got;
+    p.server->async_receive(got, [&](std::error_code ec, std::size_t) { received = ec; });
+    p.client->async_send(asio::buffer(source.data() + 7, size), [&](std::error_code ec, std::size_t) { sent = ec; });
+    REQUIRE(p.run_until([&] { return sent.has_value() && received.has_value(); }));
+    REQUIRE_FALSE(*sent);
+    REQUIRE_FALSE(*received);
+    CHECK(std::equal(got.begin(), got.end(), source.begin() + 7, source.begin() + 7 + static_cast<std::ptrdiff_t>(size)));
+  }
+  const std::array<asio::const_buffer, 3> mixed{asio::buffer(source.data(), 500), asio::buffer(unregistered),
+                                               asio::buffer(source.data() + 9000, 2500)};
+  std::optional<std::error_code> sent, received;
+  bytes got;
+  p.server->async_receive(got, [&](std::error_code ec, std::size_t) { received = ec; });
+  p.client->async_send(mixed, [&](std::error_code ec, std::size_t) { sent = ec; });
+  REQUIRE(p.run_until([&] { return sent.has_value() && received.has_value(); }));
+  REQUIRE_FALSE(*sent);
+  REQUIRE_FALSE(*received);
+  bytes expected(source.begin(), source.begin() + 500);
+  expected.insert(expected.end(), unregistered.begin(), unregistered.end());
+  expected.insert(expected.end(), source.begin() + 9000, source.begin() + 11500);
+  CHECK(got == expected);
+
+  // RDMA write from it and read into it.
+  bytes region(1 << 20);
+  auto [er, reg] = p.server->register_buffer(asio::buffer(region), access::remote_read_write);
+  REQUIRE_FALSE(er);
+  std::optional<std::error_code> w, r;
+  p.client->async_rdma_write(asio::buffer(source), std::span(&reg.descriptor, 1), [&](std::error_code ec, std::size_t) { w = ec; });
+  REQUIRE(p.run_until([&] { return w.has_value(); }));
+  REQUIRE_MESSAGE(!*w, w->message());
+  p.client->async_rdma_read(asio::buffer(sink), std::span(&reg.descriptor, 1), [&](std::error_code ec, std::size_t) { r = ec; });
+  REQUIRE(p.run_until([&] { return r.has_value(); }));
+  REQUIRE_MESSAGE(!*r, r->message());
+  CHECK(sink == source);
+  CHECK(region == source);
+
+  // The peer may not write into it: the access fails and ends the connection.
+  const bytes data = pattern(4096, 23);
+  std::optional<std::error_code> pw;
+  p.server->async_rdma_write(asio::buffer(data), std::span(&src.descriptor, 1), [&](std::error_code ec, std::size_t) { pw = ec; });
+  REQUIRE(p.run_until([&] { return pw.has_value(); }));
+  if (Fabric::async_write_errors(p.server->next_layer())) {
+    CHECK_MESSAGE((!*pw || *pw == errc::remote_access_error || Fabric::is_async_access_error(*pw)), pw->message());
+    REQUIRE(p.run_until([&] { return !p.server->is_connected(); }));
+  } else {
+    CHECK_MESSAGE(*pw == errc::remote_access_error, pw->message());
+  }
+  CHECK(std::equal(source.begin(), source.begin() + 4096, pattern(1 << 20, 21).begin()));
+}
+
 TEST_CASE_TEMPLATE("port 0 listens on SMB Direct's port for the transport", Fabric, SMBDIRECT_CONFORMANCE_FABRICS) {
   network_pair<Fabric> p;
   const auto ec = p.listen(Fabric::address(), {}, 0);

@@ -263,6 +263,20 @@ struct raw_pair {
 
 }  // namespace
 
+TEST_CASE("Send with Invalidate cannot revoke an access::local STag") {
+  raw_pair p;
+  bytes region(4096), buf(64);
+  auto [e, mr] = p.server.register_memory(asio::buffer(region), access::local);
+  REQUIRE_FALSE(e);
+  REQUIRE_FALSE(p.server.post_receive(1, buf));
+  const bytes m = pattern(40, 52);
+  const asio::const_buffer g(m.data(), m.size());
+  REQUIRE_FALSE(p.client.post_send(2, std::span(&g, 1), mr.token));
+  const auto rc = *p.next(p.server);
+  CHECK(rc.status == tcp::iwarp_errc::bad_invalidate);
+  CHECK(rc.invalidated_token == 0);
+}
+
 TEST_CASE("Send with Invalidate revokes the named STag at the receiver") {
   raw_pair p;
   bytes region(4096), buf(64);

@@ -266,7 +266,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>>, public re
 
   std::pair<std::error_code, memory_region> register_memory(asio::mutable_buffer region, access rights) {
     if (auto ec = usable()) return {ec, {}};
-    if (rights == access::none || region.size() == 0 || region.size() > 0xffffffffu) return {errc::invalid_argument, {}};
+    if (!valid_registration_rights(rights) || region.size() == 0 || region.size() > 0xffffffffu) return {errc::invalid_argument, {}};
     return transport_.register_memory(region, rights);
   }
 

@@ -162,11 +162,14 @@ class fabric : public std::enable_shared_from_this<fabric> {
     }
     work_completion rc{recv_id, work_opcode::receive, {}, static_cast<std::uint32_t>(total)};
     if (invalidate != 0) {
-      if (peer.regions.erase(invalidate) == 0) {
+      // Only a region the peer may access can be invalidated by it (not an access::local one).
+      const auto it = peer.regions.find(invalidate);
+      if (it == peer.regions.end() || it->second.mr.rights == access::local) {
         peer.receives.pop_front();
         peer.cq.push_back({recv_id, work_opcode::receive, errc::remote_invalid_request});
         return fail_locked(me, {wr_id, work_opcode::send, errc::remote_invalid_request});
       }
+      peer.regions.erase(it);
       rc.invalidated_token = invalidate;
     }
     peer.receives.pop_front();

@@ -665,7 +665,10 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     if (!s.last) return;
     work_completion wc{wr_id, work_opcode::receive, {}, in_offset_[0]};
     if (s.op == wire::opcode::send_with_invalidate || s.op == wire::opcode::send_with_se_and_invalidate) {
-      if (regions_.erase(s.stag) == 0) return fail_untagged(iwarp_errc::bad_invalidate);
+      // Only a region the peer may access can be invalidated by it (not an access::local one).
+      const auto it = regions_.find(s.stag);
+      if (it == regions_.end() || it->second.mr.rights == access::local) return fail_untagged(iwarp_errc::bad_invalidate);
+      regions_.erase(it);
       wc.invalidated_token = s.stag;
       released(s.stag);
       if (error_) return;

@@ -4,10 +4,12 @@
 // Resources per connection: a protection domain, one completion queue shared by the send and
 // receive queues, a completion channel, and two buffer pools registered once: receive buffers
 // (receive_depth x max_receive_size bytes) and send buffers (send_depth x max_send_size).
-// A SEND copies its gather list (at most MaxSendSize bytes) into a send buffer; a receive
-// lands in a receive buffer and is copied into the engine's buffer on completion. RDMA
-// read/write work requests use the caller's memory in place: its lkey comes from a
-// registration covering it, else from a memory region registered for that work request.
+// A SEND gathers the caller's memory in place where a registration (any access, including
+// access::local) covers it, and copies the rest (the engine's 24-byte headers, unregistered
+// memory) into a send buffer; a receive lands in a receive buffer and is copied into the
+// engine's buffer on completion. RDMA read/write work requests use the caller's memory in
+// place: its lkey comes from a registration covering it, else from a memory region
+// registered for that work request (ibv_reg_mr and ibv_dereg_mr: system calls).
 //
 // Completions: the completion channel's and the RDMA CM event channel's file descriptors are
 // non-blocking and awaited with asio::posix::stream_descriptor on the connection's executor,
@@ -291,13 +293,15 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     if (send_pool_.free.empty()) return std::make_error_code(std::errc::no_buffer_space);
     const std::uint32_t slot = send_pool_.free.back();
     send_pool_.free.pop_back();
-    asio::buffer_copy(asio::buffer(send_pool_.slot(slot), total), gather);
     auto [index, rec] = new_record(wr_id, sq_kind::send);
     rec.send_slot = slot;
-    rec.sge_count = 1;
-    rec.sge[0] = {reinterpret_cast<std::uintptr_t>(send_pool_.slot(slot)), static_cast<std::uint32_t>(total),
-                  send_pool_.mr->lkey};
     rec.token = invalidate;
+    if (!gather_in_place(rec, gather)) {  // one copy of it all, one scatter-gather entry
+      asio::buffer_copy(asio::buffer(send_pool_.slot(slot), total), gather);
+      rec.sge_count = 1;
+      rec.sge[0] = {reinterpret_cast<std::uintptr_t>(send_pool_.slot(slot)), static_cast<std::uint32_t>(total),
+                    send_pool_.mr->lkey};
+    }
     return enqueue(index);
   }
 
@@ -329,15 +333,15 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   // ------------------------------------------------------------------ memory
 
   std::pair<std::error_code, memory_region> register_memory(asio::mutable_buffer buf, access rights) {
-    if (buf.size() == 0 || buf.size() > 0xffffffffu || rights == access::none) return {errc::invalid_argument, {}};
+    if (buf.size() == 0 || buf.size() > 0xffffffffu || !valid_registration_rights(rights)) return {errc::invalid_argument, {}};
     if (disconnected_) return {errc::work_request_flushed, {}};
-    int flags = 0;
+    int flags = rights == access::local ? IBV_ACCESS_LOCAL_WRITE : 0;  // local: a send source or RDMA-read sink
     if (allows(rights, access::remote_read)) flags |= IBV_ACCESS_REMOTE_READ;
     if (allows(rights, access::remote_write)) flags |= IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
     region r;
     r.local_write = (flags & IBV_ACCESS_LOCAL_WRITE) != 0;
     const auto address = reinterpret_cast<std::uint64_t>(buf.data());
-    if (use_memory_windows_) {
+    if (use_memory_windows_ && rights != access::local) {
       // The region grants nothing remotely by itself; a type 2 window bound to this queue
       // pair does, under a fresh rkey that a Send with Invalidate or deregistration revokes.
       r.mr = ibv_reg_mr(pd_, buf.data(), buf.size(), (flags & IBV_ACCESS_LOCAL_WRITE) | IBV_ACCESS_MW_BIND);
@@ -373,8 +377,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   std::error_code deregister_memory(const memory_region& mr) {
     auto it = regions_.find(mr.token);
     if (it == regions_.end()) return errc::invalid_token;
-    release(it->second);
-    regions_.erase(it);
+    forget(it);
     return {};
   }
 
@@ -497,19 +500,68 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   /// The lkey for local memory [p, p+n): a registration that covers it with the access
   /// needed, else a region registered for this work request (`temporary`). nullopt: errno.
   std::optional<std::uint32_t> local_key(void* p, std::size_t n, bool sink, ibv_mr*& temporary) {
-    const auto a = reinterpret_cast<std::uint64_t>(p);
-    // An iWARP RDMA Read Response is a tagged write into the sink: it needs REMOTE_WRITE.
-    const bool need_remote_write = sink && device_.iwarp;
-    for (auto& [token, r] : regions_) {
-      if (a < r.mr_info.address || a + n > r.mr_info.address + r.mr_info.length) continue;
-      if (sink && !r.local_write) continue;
-      if (need_remote_write && (r.mw || !allows(r.mr_info.rights, access::remote_write))) continue;
-      return r.mr->lkey;
-    }
+    if (const region* r = covering(p, n, sink)) return r->mr->lkey;
+    const bool need_remote_write = sink && device_.iwarp;  // see covering()
     const int flags = sink ? IBV_ACCESS_LOCAL_WRITE | (need_remote_write ? IBV_ACCESS_REMOTE_WRITE : 0) : 0;
     temporary = ibv_reg_mr(pd_, p, n, flags);
     if (!temporary) return std::nullopt;
     return temporary->lkey;
+  }
+
+  /// A registration whose memory region covers [p, p+n) with the local access needed, or
+  /// null. The last one found is tried first: a worker reuses its buffer.
+  const region* covering(const void* p, std::size_t n, bool sink) {
+    const auto a = reinterpret_cast<std::uint64_t>(p);
+    // An iWARP RDMA Read Response is a tagged write into the sink: it needs REMOTE_WRITE.
+    const bool need_remote_write = sink && device_.iwarp;
+    auto fits = [&](const region& r) {
+      return a >= r.mr_info.address && a + n <= r.mr_info.address + r.mr_info.length && (!sink || r.local_write) &&
+             !(need_remote_write && (r.mw || !allows(r.mr_info.rights, access::remote_write)));
+    };
+    if (last_covering_ && fits(*last_covering_)) return last_covering_;
+    for (auto& [token, r] : regions_)
+      if (fits(r)) return last_covering_ = &r;
+    return nullptr;
+  }
+
+  /// Fills a send's scatter-gather list from `gather`: pieces that a registration covers in
+  /// place, the others (the engine's headers) copied into its send buffer, adjacent copies
+  /// merged into one entry. False when no piece is covered, or the entries would exceed the
+  /// device's max_sge: then the caller copies it all.
+  bool gather_in_place(sq_record& rec, std::span<const asio::const_buffer> gather) {
+    if (regions_.empty()) return false;
+    std::byte* const bounce = send_pool_.slot(rec.send_slot);
+    std::size_t copied = 0;
+    bool any_in_place = false;
+    rec.sge_count = 0;
+    for (const auto& piece : gather) {
+      if (piece.size() == 0) continue;
+      if (const region* r = covering(piece.data(), piece.size(), false)) {
+        if (rec.sge_count == max_sge_) return false;
+        rec.sge[rec.sge_count++] = {reinterpret_cast<std::uintptr_t>(piece.data()),
+                                    static_cast<std::uint32_t>(piece.size()), r->mr->lkey};
+        any_in_place = true;
+        continue;
+      }
+      std::memcpy(bounce + copied, piece.data(), piece.size());
+      const auto at = reinterpret_cast<std::uintptr_t>(bounce + copied);
+      copied += piece.size();
+      ibv_sge* last = rec.sge_count ? &rec.sge[rec.sge_count - 1] : nullptr;
+      if (last && last->lkey == send_pool_.mr->lkey && last->addr + last->length == at) {
+        last->length += static_cast<std::uint32_t>(piece.size());
+        continue;
+      }
+      if (rec.sge_count == max_sge_) return false;
+      rec.sge[rec.sge_count++] = {at, static_cast<std::uint32_t>(piece.size()), send_pool_.mr->lkey};
+    }
+    return any_in_place;
+  }
+
+  /// Deregisters `it` and drops it from regions_.
+  void forget(std::unordered_map<std::uint32_t, region>::iterator it) {
+    if (last_covering_ == &it->second) last_covering_ = nullptr;
+    release(it->second);
+    regions_.erase(it);
   }
 
   void release(region& r) {
@@ -703,10 +755,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
 
   /// The peer's Send with Invalidate revoked one of our windows (or regions).
   void on_remote_invalidate(std::uint32_t token) {
-    if (auto it = regions_.find(token); it != regions_.end()) {
-      release(it->second);
-      regions_.erase(it);
-    }
+    if (auto it = regions_.find(token); it != regions_.end()) forget(it);
   }
 
   bool drained() {
@@ -781,6 +830,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   smbdirect::detail::ring_queue<std::uint32_t> backlog_;
   smbdirect::detail::ring_queue<work_completion> synthetic_;
   std::unordered_map<std::uint32_t, region> regions_;
+  const region* last_covering_ = nullptr;  // covering()'s last answer, still in regions_
   std::optional<std::uint32_t> preposted_;  // receive slot posted before rdma_accept, not yet claimed
   std::optional<ibv_wc> early_;             // its completion, if it came before the claim
   std::uint32_t max_sge_ = 1;
