@@ -8,7 +8,8 @@
 //                        [--depth N] [--max-send-size BYTES] [--max-receive-size BYTES]
 //                        [--credits N] [--direction one-way|both] [--threads 1|2]
 //                        [--receive copy|in-place] [--lent-buffers N]
-//                        [--baseline] [--no-crc] [--format table|csv|json]
+//                        [--baseline] [--no-crc] [--no-register] [--busy-poll]
+//                        [--format table|csv|json]
 //
 // --baseline then measures the limit of the same bytes in the same run and prints ours as a
 // ratio of it: loopback, memcpy of each message from the senders' buffers into one receive
@@ -53,6 +54,8 @@ struct settings {
   int threads = 0;                   // 2: the server end on a second thread; 0: per transport
   bool baseline = false;
   bool crc = true;  // tcp: ask for MPA CRC32c
+  bool register_buffers = true;  // the workers' buffers, with access::local (--no-register)
+  bool busy_poll = false;        // verbs: options::busy_poll
   smbdirect::parameters params;
   int ways() const { return direction == "both" ? 2 : 1; }
 };
@@ -100,6 +103,12 @@ void usage() {
       "                              a ratio of it: loopback, memcpy of each message; tcp, a plain\n"
       "                              TCP socket moving messages of --size bytes\n"
       "  --no-crc                    tcp: do not ask for MPA CRC32c (default: ask)\n"
+      "  --no-register               do not register the senders' and RDMA workers' buffers (by\n"
+      "                              default they are, once, with access::local, as perftest\n"
+      "                              registers its buffers): verbs then copies each SEND into its\n"
+      "                              send buffers and registers each RDMA operation's memory\n"
+      "  --busy-poll                 verbs: poll the completion queues instead of sleeping on\n"
+      "                              their completion channels (perftest polls unless given -e)\n"
       "  --format table|csv|json     output (default table); MB/s = 10^6 bytes per second\n");
 }
 
@@ -107,8 +116,12 @@ bool parse(int argc, char** argv, settings& s) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     if (a == "--help") return usage(), std::exit(0), true;
-    if (a == "--baseline" || a == "--no-crc") {
-      (a == "--baseline" ? s.baseline : s.crc) = a == "--baseline";
+    if (a == "--baseline" || a == "--busy-poll") {
+      (a == "--baseline" ? s.baseline : s.busy_poll) = true;
+      continue;
+    }
+    if (a == "--no-crc" || a == "--no-register") {
+      (a == "--no-crc" ? s.crc : s.register_buffers) = false;
       continue;
     }
     if (i + 1 >= argc) return std::fprintf(stderr, "smbdirect_bench: %s needs a value\n", argv[i]), false;
@@ -227,8 +240,9 @@ struct ends {
 using smbdirect::detail::run_on;  // runs an awaitable on the other end's executor
 
 template <class Connection>
-asio::awaitable<std::pair<std::error_code, smbdirect::registration>> register_target(Connection& c, asio::mutable_buffer b) {
-  co_return c.register_buffer(b, smbdirect::access::remote_read_write);
+asio::awaitable<std::pair<std::error_code, smbdirect::registration>> register_target(
+    Connection& c, asio::mutable_buffer b, smbdirect::access rights = smbdirect::access::remote_read_write) {
+  co_return c.register_buffer(b, rights);
 }
 
 /// RDMA ops: `targets` (`size` bytes per direction) registered for the peer's access, the
@@ -247,6 +261,22 @@ asio::awaitable<std::pair<std::error_code, std::vector<smbdirect::wire::buffer_d
     descriptors.push_back(r.descriptor);
   }
   co_return std::pair{std::error_code{}, std::move(descriptors)};
+}
+
+/// The workers' buffers, each registered with access::local on the end that sends from it
+/// (or RDMA-reads into it), when s.register_buffers. They stay registered until the
+/// connections close.
+template <class Connection>
+asio::awaitable<std::error_code> register_sources(Connection& client, Connection& server, ends on, const settings& s,
+                                                  std::vector<std::vector<std::byte>>& buffers) {
+  for (int way = 0; way < s.ways() && s.register_buffers; ++way)
+    for (std::uint64_t w = 0; w < s.depth; ++w) {
+      auto [ec, r] = co_await run_on(way == 0 ? on.client : on.server,
+                                     register_target(way == 0 ? client : server,
+                                                     asio::buffer(buffers[way * s.depth + w]), smbdirect::access::local));
+      if (ec) co_return ec;
+    }
+  co_return std::error_code{};
 }
 
 /// Runs the senders (and receivers) or RDMA workers of every direction, each on its end's
@@ -381,6 +411,7 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
   warm.iterations = std::min<std::uint64_t>(s.iterations, 4 * s.depth);
   std::vector<std::vector<std::byte>> buffers(s.depth * s.ways(), std::vector<std::byte>(s.size, std::byte{0x5a}));
   auto [ec, descriptors] = co_await register_targets(client, server, on, s, target);
+  if (!ec) ec = co_await register_sources(client, server, on, s, buffers);
   if (!ec) ec = co_await all_workers(client, server, on, warm, descriptors, buffers);
   const auto in_place_before = client.stats().messages_received_in_place + server.stats().messages_received_in_place;
   const auto start = std::chrono::steady_clock::now();
@@ -420,10 +451,9 @@ asio::awaitable<int> run_tcp(const settings& s, ends on, result& out) {
 }
 
 asio::awaitable<int> run_verbs(const settings& s, ends on, result& out) {
-  co_return co_await run_pair(
-      s, on,
-      co_await smbdirect::verbs::connect_to_self(on.server, s.address, 0, smbdirect::verbs::options::for_parameters(s.params)),
-      out);
+  auto o = smbdirect::verbs::options::for_parameters(s.params);
+  o.busy_poll = s.busy_poll;
+  co_return co_await run_pair(s, on, co_await smbdirect::verbs::connect_to_self(on.server, s.address, 0, o), out);
 }
 
 /// The second thread of --threads 2: runs `io` from start() until stop().

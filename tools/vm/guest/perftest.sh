@@ -1,11 +1,10 @@
 #!/bin/sh
 # Guest script for tools/vm/run.sh: perftest baseline on the current RDMA device.
-# Runs ibv_devinfo, then each of $TESTS as server (background) and client in this VM, both on
-# $RDMA_ADDR, with 64 KiB messages, and prints the bandwidth lines. Exits non-zero on failure.
+# Runs ibv_devinfo, then each run of $PERFTEST_RUNS (TEST:BYTES:ITERATIONS, space-separated)
+# as server (background) and client in this VM, both on $RDMA_ADDR, and prints the bandwidth
+# lines. Exits non-zero on failure.
 #   tools/vm/run.sh --guest-script tools/vm/guest/perftest.sh
-TESTS="ib_send_bw ib_write_bw"
-SIZE=65536
-ITERS=200
+RUNS=${PERFTEST_RUNS:-"ib_send_bw:65536:200 ib_write_bw:65536:200"}
 PORT=18515
 LIMIT=60  # seconds, per server or client
 
@@ -28,7 +27,11 @@ wait_listen() {
   return 1
 }
 
-for t in $TESTS; do
+for run in $RUNS; do
+  t=${run%%:*}
+  rest=${run#*:}
+  SIZE=${rest%%:*}
+  ITERS=${rest#*:}
   echo "--- $t: $RDMA_KIND, $SIZE B x $ITERS, flags: $RDMA_PERFTEST_FLAGS"
   # shellcheck disable=SC2086
   timeout $LIMIT $t -d "$RDMA_DEVICE" $RDMA_PERFTEST_FLAGS -F -s $SIZE -n $ITERS -p $PORT \
