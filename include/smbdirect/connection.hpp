@@ -175,9 +175,10 @@ class connection {
   }
 
   /// Registers `buffer` for the peer's RDMA access with exactly `rights` ([MS-SMBD] 3.1.4.3),
-  /// or, with access::local, for this side's use only: sends and RDMA operations on memory a
-  /// registration covers use it in place, where other memory costs a copy (sends) or a
-  /// registration per work request (RDMA) on verbs. Register buffers that are reused.
+  /// or, with access::local, for this side's use only. On verbs, sends and RDMA writes from
+  /// memory a registration covers (and RDMA reads into one with local write access, see
+  /// smbdirect::access) use it in place, where other memory costs a copy into the send
+  /// buffers or a registration per work request. Register buffers that are reused.
   /// The memory must stay valid, and registered, until every operation using it completes.
   /// Errors: invalid_argument (empty, > 4 GiB - 1, access::none or an unknown value),
   /// not_connected, transport registration errors.

@@ -16,9 +16,10 @@
 namespace smbdirect {
 
 /// Rights a registered region grants the peer (ibv_access_flags' REMOTE_READ / REMOTE_WRITE).
-/// Every registration also serves this side's own work requests: memory it covers is sent
-/// from, RDMA-written from and RDMA-read into in place (verbs: with its lkey, no
-/// registration per work request, no copy into the send buffers).
+/// Registrations also serve this side's own work requests (verbs: with their lkey): memory
+/// one covers is sent from and RDMA-written from in place, without a copy into the send
+/// buffers or a registration per work request. An RDMA-read sink needs a registration with
+/// local write access: remote_write or local (on iWARP: remote_write without a window).
 enum class access : std::uint8_t {
   none = 0,  ///< not a valid registration (invalid_argument)
   remote_read = 1,   ///< the peer may RDMA-read from it
@@ -36,10 +37,10 @@ constexpr bool valid_registration_rights(access rights) noexcept {
   return rights != access::none && static_cast<std::uint8_t>(rights) <= static_cast<std::uint8_t>(access::local);
 }
 
-/// A region registered with the transport for remote access.
+/// A region registered with the transport (for remote access, or access::local).
 struct memory_region {
   std::uint64_t address = 0;  ///< what the peer puts in Buffer Descriptor V1 Offset
-  std::uint32_t token = 0;    ///< rkey / STag
+  std::uint32_t token = 0;    ///< rkey / STag (access::local: a key of ours, useless to the peer)
   std::uint32_t length = 0;   ///< bytes
   access rights = access::none;
 };

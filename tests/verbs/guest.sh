@@ -31,7 +31,8 @@ step "demo over IPv6" smbdirect_demo --transport verbs --address "$RDMA_ADDR6" -
 # the default MaxSendSize (1364: 49 fragments each), with one fragment per message, and RDMA
 # writes and reads; the sends both copied out and received in place (no CPU copy, as perftest).
 # The benchmark registers its buffers once (access::local) and polls its completion queues
-# (--busy-poll), as perftest does by default. Then perftest
+# (--busy-poll), as perftest does by default (on siw an RDMA-read sink still registers per
+# work request: iWARP needs REMOTE_WRITE there). Then perftest
 # itself, also with 1364-byte messages (what SMB Direct sends at MaxSendSize 1364), and each
 # of ours as a ratio of perftest's average.
 ITERATIONS=1000

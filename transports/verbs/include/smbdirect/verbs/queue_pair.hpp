@@ -369,8 +369,13 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     }
     r.mr = ibv_reg_mr(pd_, buf.data(), buf.size(), flags);
     if (!r.mr) return {last_system_error(), {}};
-    r.mr_info = {address, r.mr->rkey, static_cast<std::uint32_t>(buf.size()), rights};
-    regions_.emplace(r.mr->rkey, r);
+    // A region without remote access may have no meaningful rkey: its lkey names it.
+    const std::uint32_t token = rights == access::local ? r.mr->lkey : r.mr->rkey;
+    r.mr_info = {address, token, static_cast<std::uint32_t>(buf.size()), rights};
+    if (!regions_.emplace(token, r).second) {  // the device reused a live key: never expected
+      release(r);
+      return {errc::internal_error, {}};
+    }
     return {{}, r.mr_info};
   }
 
@@ -525,10 +530,13 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   }
 
   /// Fills a send's scatter-gather list from `gather`: pieces that a registration covers in
-  /// place, the others (the engine's headers) copied into its send buffer, adjacent copies
-  /// merged into one entry. False when no piece is covered, or the entries would exceed the
-  /// device's max_sge: then the caller copies it all.
+  /// place, the others (the engine's headers, small pieces) copied into its send buffer,
+  /// adjacent copies merged into one entry. False when no piece is covered, or the entries
+  /// would exceed the device's max_sge: then the caller copies it all.
   bool gather_in_place(sq_record& rec, std::span<const asio::const_buffer> gather) {
+    // Below this many bytes a copy costs less than looking for a registration (the engine's
+    // 24-byte header is never registered).
+    constexpr std::size_t copy_below = 256;
     if (regions_.empty()) return false;
     std::byte* const bounce = send_pool_.slot(rec.send_slot);
     std::size_t copied = 0;
@@ -536,7 +544,8 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     rec.sge_count = 0;
     for (const auto& piece : gather) {
       if (piece.size() == 0) continue;
-      if (const region* r = covering(piece.data(), piece.size(), false)) {
+      const region* r = piece.size() >= copy_below ? covering(piece.data(), piece.size(), false) : nullptr;
+      if (r) {
         if (rec.sge_count == max_sge_) return false;
         rec.sge[rec.sge_count++] = {reinterpret_cast<std::uintptr_t>(piece.data()),
                                     static_cast<std::uint32_t>(piece.size()), r->mr->lkey};
@@ -748,14 +757,23 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     std::memcpy(r.target.data(), receive_pool_.slot(slot), wc.byte_len);
     if (wc.wc_flags & IBV_WC_WITH_INV) {
       out.invalidated_token = wc.invalidated_rkey;
-      on_remote_invalidate(wc.invalidated_rkey);
+      if (!on_remote_invalidate(wc.invalidated_rkey)) {
+        out = {r.wr_id, work_opcode::receive, errc::remote_invalid_request};
+        disconnect();
+      }
     }
     return out;
   }
 
-  /// The peer's Send with Invalidate revoked one of our windows (or regions).
-  void on_remote_invalidate(std::uint32_t token) {
-    if (auto it = regions_.find(token); it != regions_.end()) forget(it);
+  /// The peer's Send with Invalidate revoked one of our windows (or regions). False when it
+  /// named an access::local region, which the peer may not touch (siw lets it): a peer error,
+  /// as loopback and tcp report it. The region stays ours to deregister.
+  bool on_remote_invalidate(std::uint32_t token) {
+    auto it = regions_.find(token);
+    if (it == regions_.end()) return true;
+    if (it->second.mr_info.rights == access::local) return false;
+    forget(it);
+    return true;
   }
 
   bool drained() {
@@ -848,8 +866,9 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
 /// A connected RDMA queue pair (RC) and its completion queue. Models smbdirect::transport.
 /// Move-only; destroying it disconnects. Made by verbs::connect() or verbs::listener.
 /// register_memory() registers with only the access the rights need (ibv_reg_mr), behind a
-/// type 2 memory window when the device supports them; errors: invalid_argument, the errno of
-/// ibv_reg_mr, work_request_flushed after a disconnect.
+/// type 2 memory window when the device supports them (not for access::local, which grants
+/// nothing remotely); errors: invalid_argument, the errno of ibv_reg_mr, work_request_flushed
+/// after a disconnect.
 class queue_pair : public smbdirect::detail::queue_pair_handle<detail::qp_state> {
  public:
   using queue_pair_handle::queue_pair_handle;
