@@ -108,6 +108,17 @@ concept batching_transport = transport<T> && requires(T& t) {
   { t.begin_batch() } -> std::same_as<void>;
   { t.end_batch() } noexcept -> std::same_as<void>;
 };
+
+/// Optional: a transport whose receive work requests must land in memory of its own (verbs:
+/// memory registered for local write) lends the engine that memory for its receive buffers.
+/// receive_memory(bytes) returns `bytes` bytes, valid and unmoved as long as the transport
+/// lives, or an empty span when it cannot (the engine then uses memory of its own, and the
+/// transport copies each receive into it). Receives posted inside the span land in place: no
+/// copy. Called once, before the first post_receive.
+template <class T>
+concept receive_memory_transport = transport<T> && requires(T& t, std::size_t bytes) {
+  { t.receive_memory(bytes) } -> std::same_as<std::span<std::byte>>;
+};
 // clang-format on
 
 }  // namespace smbdirect

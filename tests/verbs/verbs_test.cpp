@@ -105,6 +105,17 @@ TEST_CASE("the queue pair runs on the requested device, with ORD negotiated") {
                     << std::string(qp.uses_memory_windows() ? "yes" : "no"));
 }
 
+TEST_CASE("receives land in place in the engine's receive buffers, without a copy") {
+  verbs_pair p;
+  p.connect_ok(test_address());
+  const bytes m = pattern(100000, 17);  // 75 fragments at MaxSendSize 1364
+  CHECK(p.exchange(*p.client, *p.server, m) == m);
+  CHECK(p.exchange(*p.server, *p.client, m) == m);
+  CHECK(p.client->stats().fragments_received >= 75);
+  CHECK(p.client->next_layer().receives_copied() == 0);
+  CHECK(p.server->next_layer().receives_copied() <= 1);  // its receive posted before rdma_accept
+}
+
 TEST_CASE("memory windows give each registration of the same memory its own token") {
   verbs_pair p;
   p.connect_ok(test_address());

@@ -393,12 +393,21 @@ asio::awaitable<int> plain_tcp_into(const settings& s, ends on, double& seconds)
   co_return 0;
 }
 
-/// Negotiates, warms up, then times the workers; fills `out`. `target` is the memory
-/// register_targets() registers. It outlives both connections: over iWARP and TCP an RDMA
-/// Write completes before the target has placed it.
+/// The memory a run registers: `target` (register_targets()) and the workers' `sources`
+/// (register_sources()). Its owner creates it before both connections, so it outlives them:
+/// a registration must stay valid until deregistered or its connection is gone, and over
+/// iWARP and TCP an RDMA Write completes before the target has placed it.
+struct bench_memory {
+  explicit bench_memory(const settings& s)
+      : target(s.size * s.ways()), sources(s.depth * s.ways(), std::vector<std::byte>(s.size, std::byte{0x5a})) {}
+  std::vector<std::byte> target;
+  std::vector<std::vector<std::byte>> sources;
+};
+
+/// Negotiates, warms up, then times the workers; fills `out`.
 template <class Connection>
-asio::awaitable<int> run(const settings& s, Connection& client, Connection& server, ends on,
-                         std::vector<std::byte>& target, result& out) {
+asio::awaitable<int> run(const settings& s, Connection& client, Connection& server, ends on, bench_memory& memory,
+                         result& out) {
   auto [a, c] = co_await (run_on(on.server, negotiate(server, false)) && negotiate(client, true));
   if (a || c) {
     std::fprintf(stderr, "error: negotiate: client %s, server %s\n", c.message().c_str(), a.message().c_str());
@@ -409,8 +418,8 @@ asio::awaitable<int> run(const settings& s, Connection& client, Connection& serv
   // which both runs share (the memcpy baseline does not time its allocations either).
   settings warm = s;
   warm.iterations = std::min<std::uint64_t>(s.iterations, 4 * s.depth);
-  std::vector<std::vector<std::byte>> buffers(s.depth * s.ways(), std::vector<std::byte>(s.size, std::byte{0x5a}));
-  auto [ec, descriptors] = co_await register_targets(client, server, on, s, target);
+  auto& buffers = memory.sources;
+  auto [ec, descriptors] = co_await register_targets(client, server, on, s, memory.target);
   if (!ec) ec = co_await register_sources(client, server, on, s, buffers);
   if (!ec) ec = co_await all_workers(client, server, on, warm, descriptors, buffers);
   const auto in_place_before = client.stats().messages_received_in_place + server.stats().messages_received_in_place;
@@ -436,10 +445,10 @@ asio::awaitable<int> run_pair(const settings& s, ends on, SelfConnection pair, r
     std::fprintf(stderr, "error: %s on %s: %s\n", pair.where, s.address.c_str(), pair.error.message().c_str());
     co_return 1;
   }
-  std::vector<std::byte> target(s.size * s.ways());
+  bench_memory memory(s);
   using connection = smbdirect::connection<decltype(pair.client)>;
   connection client(std::move(pair.client), s.params), server(std::move(pair.server), s.params);
-  const int status = co_await run(s, client, server, on, target, out);
+  const int status = co_await run(s, client, server, on, memory, out);
   on.stop_server();  // before `server` is destroyed here
   co_return status;
 }
@@ -502,7 +511,7 @@ int run_threads(const settings& s, asio::io_context& io, asio::io_context& serve
 /// One size on a new connection (new io_contexts). Exit status 0 or 1.
 int measure(const settings& s, result& out) {
   asio::io_context io, server_io;
-  std::vector<std::byte> target(s.size * s.ways());
+  bench_memory memory(s);
   using loopback_connection = smbdirect::connection<smbdirect::loopback::endpoint>;
   std::optional<loopback_connection> client, server;
   int status = 1;
@@ -515,7 +524,7 @@ int measure(const settings& s, result& out) {
       auto [a, b] = smbdirect::loopback::make_pair(on.client, on.server);
       client.emplace(std::move(a), s.params);
       server.emplace(std::move(b), s.params);
-      return run(s, *client, *server, on, target, out);
+      return run(s, *client, *server, on, memory, out);
     });
   }
   if (status != 0 || !s.baseline) return status;

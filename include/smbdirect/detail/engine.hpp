@@ -434,7 +434,12 @@ class engine : public std::enable_shared_from_this<engine<Transport>>, public re
     // plus those messages may keep (lent_slots_ never exceeds them, so lending never costs
     // the peer a credit).
     const std::size_t receive_slots = std::size_t{params_.receive_credit_max} + 1 + params_.lent_receive_buffers;
-    receive_buffers_.resize(std::size_t{receive_slot_size_} * receive_slots);
+    const std::size_t receive_bytes = std::size_t{receive_slot_size_} * receive_slots;
+    if constexpr (receive_memory_transport<Transport>) receive_area_ = transport_.receive_memory(receive_bytes);
+    if (receive_area_.size() != receive_bytes) {  // the transport keeps its own: it copies into ours
+      own_receive_buffers_.resize(receive_bytes);
+      receive_area_ = own_receive_buffers_;
+    }
     for (std::size_t i = receive_slots; i-- > 0;) free_receive_slots_.push_back(static_cast<std::uint16_t>(i));
     // Outstanding sends: the credit target plus the grants/keepalives that may trail them.
     send_slots_.resize(std::size_t{params_.send_credit_target} + 2);
@@ -459,7 +464,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>>, public re
   }
 
   std::error_code post_receive_slot(std::uint16_t slot, std::uint32_t size) {
-    auto buf = std::span(receive_buffers_).subspan(std::size_t{slot} * receive_slot_size_, size);
+    auto buf = receive_area_.subspan(std::size_t{slot} * receive_slot_size_, size);
     if (auto ec = transport_.post_receive(make_wr_id(wr_kind::receive, slot), buf)) {
       free_receive_slots_.push_back(slot);
       return ec;
@@ -716,7 +721,7 @@ class engine : public std::enable_shared_from_this<engine<Transport>>, public re
 
   void on_receive_completion(const work_completion& wc) {
     const auto slot = static_cast<std::uint16_t>(value_of(wc.wr_id));
-    const auto bytes = std::span<const std::byte>(receive_buffers_).subspan(std::size_t{slot} * receive_slot_size_, wc.byte_len);
+    const auto bytes = std::span<const std::byte>(receive_area_).subspan(std::size_t{slot} * receive_slot_size_, wc.byte_len);
     if (!wc.status && !terminal_ && phase_ == phase::connected) return on_data_transfer(slot, bytes);
     free_receive_slots_.push_back(slot);
     if (wc.status) return on_work_error(wc.status);
@@ -918,7 +923,8 @@ class engine : public std::enable_shared_from_this<engine<Transport>>, public re
   bool send_locked_ = false;
   bool receiving_ = false;
   std::uint32_t receive_slot_size_ = 0;
-  std::vector<std::byte> receive_buffers_;
+  std::span<std::byte> receive_area_;  // the receive slots: the transport's (in place) or own_receive_buffers_
+  std::vector<std::byte> own_receive_buffers_;
   std::vector<std::uint16_t> free_receive_slots_;
   std::vector<send_slot> send_slots_;
   std::vector<std::uint32_t> free_send_slots_;

@@ -6,8 +6,9 @@
 // (receive_depth x max_receive_size bytes) and send buffers (send_depth x max_send_size).
 // A SEND gathers the caller's memory in place where a registration (any access, including
 // access::local) covers it, and copies the rest (the engine's 24-byte headers, unregistered
-// memory) into a send buffer; a receive lands in a receive buffer and is copied into the
-// engine's buffer on completion. RDMA read/write work requests use the caller's memory in
+// memory) into a send buffer. The engine keeps its receive buffers in memory this queue pair
+// lends it (receive_memory(), registered once), so receives land in place; a receive posted
+// elsewhere lands in a receive buffer and is copied into the engine's on completion. RDMA read/write work requests use the caller's memory in
 // place: its lkey comes from a registration covering it, else from a memory region
 // registered for that work request (ibv_reg_mr and ibv_dereg_mr: system calls).
 //
@@ -138,6 +139,7 @@ struct receive_record {
   std::uint64_t wr_id = 0;
   std::span<std::byte> target;  // the engine's buffer
   bool outstanding = false;
+  bool in_place = false;  // posted into `target` itself (in the receive area): nothing to copy
 };
 
 struct sq_record {
@@ -195,6 +197,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
         if (rec.temporary[i]) ibv_dereg_mr(rec.temporary[i]);
     send_pool_.destroy();
     receive_pool_.destroy();
+    receive_area_.destroy();
     if (pd_) ibv_dealloc_pd(pd_);
     if (id_) rdma_destroy_id(id_);
     if (channel_) rdma_destroy_event_channel(channel_);
@@ -252,7 +255,9 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   /// (rnr_retry_count is 0). The engine's first post_receive takes it over.
   std::error_code prepost_receive() {
     const std::uint32_t slot = receive_pool_.free.back();
-    if (auto ec = post_receive_slot(slot, receive_pool_.slot_size)) return ec;
+    if (auto ec = post_receive_slot(
+            slot, {reinterpret_cast<std::uintptr_t>(receive_pool_.slot(slot)), receive_pool_.slot_size, receive_pool_.mr->lkey}))
+      return ec;
     receives_[slot] = {0, {}, true};
     preposted_ = slot;
     return {};
@@ -280,10 +285,30 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
     }
     if (disconnected_) return flushed(wr_id, work_opcode::receive);
     if (receive_pool_.free.empty()) return std::make_error_code(std::errc::no_buffer_space);
+    // The record takes a pool slot even in place: at most receive_depth receives are posted.
     const std::uint32_t slot = receive_pool_.free.back();
-    if (auto ec = post_receive_slot(slot, static_cast<std::uint32_t>(buf.size()))) return ec;
-    receives_[slot] = {wr_id, buf, true};
+    const bool in_place = receive_area_.mr && buf.data() >= receive_area_.storage.data() &&
+                          buf.data() + buf.size() <= receive_area_.storage.data() + receive_area_.storage.size();
+    const ibv_sge sge = in_place ? ibv_sge{reinterpret_cast<std::uintptr_t>(buf.data()),
+                                           static_cast<std::uint32_t>(buf.size()), receive_area_.mr->lkey}
+                                 : ibv_sge{reinterpret_cast<std::uintptr_t>(receive_pool_.slot(slot)),
+                                           static_cast<std::uint32_t>(buf.size()), receive_pool_.mr->lkey};
+    if (auto ec = post_receive_slot(slot, sge)) return ec;
+    receives_[slot] = {wr_id, buf, true, in_place};
     return {};
+  }
+
+  /// Memory for the engine's receive buffers (receive_memory_transport): `bytes` bytes
+  /// registered for local write, owned by this queue pair. Empty when registration fails or
+  /// when called again (the area is made once).
+  std::span<std::byte> receive_memory(std::size_t bytes) {
+    if (receive_area_.mr || bytes == 0 || bytes > 0xffffffffu) return {};
+    try {
+      if (receive_area_.create(pd_, 1, static_cast<std::uint32_t>(bytes), IBV_ACCESS_LOCAL_WRITE)) return {};
+    } catch (const std::bad_alloc&) {
+      return {};
+    }
+    return receive_area_.storage;
   }
 
   std::error_code post_send(std::uint64_t wr_id, std::span<const asio::const_buffer> gather, std::uint32_t invalidate) {
@@ -458,10 +483,11 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   }
 
   bool uses_memory_windows() const { return use_memory_windows_; }
+  std::uint64_t receives_copied() const { return receives_copied_; }
 
  private:
-  std::error_code post_receive_slot(std::uint32_t slot, std::uint32_t length) {
-    ibv_sge sge{reinterpret_cast<std::uintptr_t>(receive_pool_.slot(slot)), length, receive_pool_.mr->lkey};
+  /// Posts a receive into `sge`, recorded under pool slot `slot`.
+  std::error_code post_receive_slot(std::uint32_t slot, ibv_sge sge) {
     ibv_recv_wr wr{};
     wr.wr_id = receive_flag | slot;
     wr.sg_list = &sge;
@@ -754,7 +780,10 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
       return out;
     }
     out.byte_len = wc.byte_len;
-    std::memcpy(r.target.data(), receive_pool_.slot(slot), wc.byte_len);
+    if (!r.in_place) {
+      std::memcpy(r.target.data(), receive_pool_.slot(slot), wc.byte_len);
+      ++receives_copied_;
+    }
     if (wc.wc_flags & IBV_WC_WITH_INV) {
       out.invalidated_token = wc.invalidated_rkey;
       if (!on_remote_invalidate(wc.invalidated_rkey)) {
@@ -841,6 +870,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   std::optional<asio::posix::stream_descriptor> cm_fd_, comp_fd_;
   device_info device_;
   buffer_pool send_pool_, receive_pool_;
+  buffer_pool receive_area_;  // one slot: the engine's receive buffers (receive_memory())
   std::vector<receive_record> receives_;
   std::vector<sq_record> sq_;
   std::vector<std::uint32_t> sq_free_;
@@ -855,6 +885,7 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   std::uint32_t sq_capacity_ = 0, sq_outstanding_ = 0, reads_outstanding_ = 0, ord_ = 1;
   unsigned batch_depth_ = 0;  // open begin_batch() calls: work requests wait in backlog_
   unsigned unacked_events_ = 0;
+  std::uint64_t receives_copied_ = 0;  // completed receives that did not land in place
   bool use_memory_windows_ = false;
   bool armed_ = false;
   bool disconnected_ = false;
@@ -879,6 +910,10 @@ class queue_pair : public smbdirect::detail::queue_pair_handle<detail::qp_state>
   std::uint32_t initiator_depth() const { return state_->ord(); }
   /// Whether registrations get their own memory window rkey.
   bool uses_memory_windows() const { return state_->uses_memory_windows(); }
+  /// Receives so far that landed in this queue pair's own receive buffers and were copied
+  /// into the engine's: the one posted before rdma_accept (passive side), and every receive
+  /// if receive_memory() could not register the engine's receive buffers.
+  std::uint64_t receives_copied() const { return state_->receives_copied(); }
   /// The underlying RDMA CM identifier (its qp, verbs context, addresses).
   rdma_cm_id* native_handle() const { return state_->id(); }
 
@@ -887,8 +922,13 @@ class queue_pair : public smbdirect::detail::queue_pair_handle<detail::qp_state>
   /// (batching_transport).
   void begin_batch() { state_->begin_batch(); }
   void end_batch() noexcept { state_->end_batch(); }
+
+  /// `bytes` of registered memory for the engine's receive buffers, so that receives land in
+  /// place (receive_memory_transport); empty if it cannot be registered, or on a second call.
+  std::span<std::byte> receive_memory(std::size_t bytes) { return state_->receive_memory(bytes); }
 };
 
 static_assert(batching_transport<queue_pair>);
+static_assert(receive_memory_transport<queue_pair>);
 
 }  // namespace smbdirect::verbs
