@@ -8,9 +8,10 @@
 // access::local) covers it, and copies the rest (the engine's 24-byte headers, unregistered
 // memory) into a send buffer. The engine keeps its receive buffers in memory this queue pair
 // lends it (receive_memory(), registered once), so receives land in place; a receive posted
-// elsewhere lands in a receive buffer and is copied into the engine's on completion. RDMA read/write work requests use the caller's memory in
-// place: its lkey comes from a registration covering it, else from a memory region
-// registered for that work request (ibv_reg_mr and ibv_dereg_mr: system calls).
+// elsewhere lands in a receive buffer and is copied into the engine's on completion. RDMA
+// read/write work requests use the caller's memory in place: its lkey comes from a
+// registration covering it, else from a memory region registered for that work request
+// (ibv_reg_mr and ibv_dereg_mr: system calls).
 //
 // Completions: the completion channel's and the RDMA CM event channel's file descriptors are
 // non-blocking and awaited with asio::posix::stream_descriptor on the connection's executor,
@@ -303,11 +304,12 @@ class qp_state : public std::enable_shared_from_this<qp_state> {
   /// when called again (the area is made once).
   std::span<std::byte> receive_memory(std::size_t bytes) {
     if (receive_area_.mr || bytes == 0 || bytes > 0xffffffffu) return {};
+    bool made = false;
     try {
-      if (receive_area_.create(pd_, 1, static_cast<std::uint32_t>(bytes), IBV_ACCESS_LOCAL_WRITE)) return {};
+      made = !receive_area_.create(pd_, 1, static_cast<std::uint32_t>(bytes), IBV_ACCESS_LOCAL_WRITE);
     } catch (const std::bad_alloc&) {
-      return {};
     }
+    if (!made) receive_area_ = {};  // frees the memory; the engine receives into its own
     return receive_area_.storage;
   }
 
